@@ -1,0 +1,12 @@
+//! What an IAPT KPI return is: collection definitions loaded from `config/collections/*.toml`
+//! (measures, derived rates, rule texts, periods and windows), and the organisation registry
+//! (`config/organisations.csv`) with submitter authorisation.
+//! PURE: loading takes file contents, not paths; nothing here touches the clock.
+
+pub mod definition;
+pub mod period;
+pub mod registry;
+
+pub use definition::{Definition, Derived, GuidanceLink, Measure, RuleText};
+pub use period::{Period, PeriodId, Window};
+pub use registry::{Organisation, Registry, Submitter};

@@ -1,0 +1,31 @@
+//! iapt-intake: the daemon behind the IAPT KPI Quarterly Return mailbox.
+//!
+//! The map (PURE modules never touch sockets, files, tokio or the clock):
+//! - [`collection`]  definitions, periods and windows, the organisation registry     PURE
+//! - [`workbook`]    bytes → cell grid with every guard; locating the return; template  PURE
+//! - [`report`]      findings and the per-file report (the `check --format json` shape) PURE
+//! - [`validate`]    grid + definition (+ previous return) + now → report               PURE
+//! - [`mail`]        bytes → inbound message; classification; subject and organisation PURE
+//! - [`reply`]       outcome → reply (plain data) → RFC 5322 message                    PURE
+//! - [`config`]      raw TOML → validated config, every problem reported by key
+//! - [`store`]       the Store port; SQLite (default) and blobs by SHA-256
+//! - [`mailbox`]     the MailSource port; Maildir
+//! - [`outbound`]    reply transports (file, sendmail, SMTP) and the outbox sender
+//! - [`pipeline`]    one message end to end, against the Store and clock it is given
+//! - [`daemon`]      the loops: polling, shutdown, retries
+//! - [`cli`]         one file per subcommand
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod collection;
+pub mod config;
+pub mod daemon;
+pub mod mail;
+pub mod mailbox;
+pub mod outbound;
+pub mod pipeline;
+pub mod reply;
+pub mod report;
+pub mod store;
+pub mod validate;
+pub mod workbook;

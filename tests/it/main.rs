@@ -1,0 +1,9 @@
+//! The one integration-test binary: each module tests one part end to end on real files.
+
+mod check;
+mod cli;
+mod mail;
+mod outbound;
+mod pipeline;
+mod store;
+mod workbook;
