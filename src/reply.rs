@@ -297,7 +297,8 @@ fn threading(original: &Original) -> (Option<String>, Vec<String>) {
     let in_reply_to =
         original.message_id.as_deref().map(bare_id).filter(|id| message::plain_id(id));
     let mut references: Vec<String> = Vec::new();
-    let earlier = original.references.iter().map(|r| bare_id(r)).filter(|r| Some(r) != in_reply_to.as_ref());
+    let earlier =
+        original.references.iter().map(|r| bare_id(r)).filter(|r| Some(r) != in_reply_to.as_ref());
     for id in earlier.chain(in_reply_to.clone()) {
         if message::plain_id(&id) && !references.contains(&id) {
             references.push(id);

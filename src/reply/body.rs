@@ -13,7 +13,7 @@ const WIDTH: usize = 74;
 
 /// A measure label longer than this is shortened in the figures table so rows stay on one line;
 /// the id in the first column is what identifies the measure.
-const MAX_LABEL: usize = 40;
+const MAX_LABEL: usize = 48;
 
 fn text(s: impl Into<String>) -> Value {
     Value::Text(s.into())
@@ -95,7 +95,10 @@ pub(crate) fn scope(kind: &ReplyKind) -> Scope {
             (
                 "files",
                 Value::List(
-                    file_names.iter().map(|n| Scope::from([("file_name", text(n.clone()))])).collect(),
+                    file_names
+                        .iter()
+                        .map(|n| Scope::from([("file_name", text(n.clone()))]))
+                        .collect(),
                 ),
             ),
         ]),
@@ -113,7 +116,8 @@ fn route_scope(reference: &str, route: Route) -> Scope {
 
 fn file(number: usize, f: &FileResult) -> Scope {
     let accepted = f.is_accepted();
-    let errors: Vec<Scope> = f.report.errors().enumerate().map(|(i, x)| finding(i + 1, x)).collect();
+    let errors: Vec<Scope> =
+        f.report.errors().enumerate().map(|(i, x)| finding(i + 1, x)).collect();
     let warnings: Vec<Scope> =
         f.report.warnings().enumerate().map(|(i, x)| finding(i + 1, x)).collect();
     let organisation = match (&f.organisation_name, &f.report.organisation) {
@@ -207,7 +211,8 @@ fn shorten(label: &str) -> String {
     if label.chars().count() <= MAX_LABEL {
         return label;
     }
-    label.chars().take(MAX_LABEL - 1).collect::<String>() + "…"
+    // Three ASCII dots rather than an ellipsis: an all-ASCII body travels as readable 7bit.
+    label.chars().take(MAX_LABEL - 3).collect::<String>() + "..."
 }
 
 fn not_computed() -> String {
@@ -373,6 +378,15 @@ mod tests {
         assert!(lines[1].starts_with("    word"), "{lines:?}");
         let url = format!("  see https://example.test/{}", "x".repeat(90));
         assert_eq!(wrap(&url).len(), 2, "a long word stays whole on its own line");
+    }
+
+    #[test]
+    fn an_overlong_label_is_shortened_so_table_rows_stay_whole() {
+        let label = "People who completed treatment and moved off sick pay or benefits";
+        let short = shorten(label);
+        assert_eq!(short.chars().count(), MAX_LABEL);
+        assert!(short.ends_with("...") && label.starts_with(short.trim_end_matches('.')));
+        assert_eq!(shorten("Entered   treatment"), "Entered treatment");
     }
 
     #[test]

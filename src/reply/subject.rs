@@ -11,14 +11,8 @@ const DASH: &str = " — ";
 const MAX_CHARS: usize = 200;
 
 /// How our outcomes begin, so a reply to one of our replies drops the old outcome.
-const OUR_OUTCOMES: [&str; 6] = [
-    "accepted",
-    "rejected",
-    "not filed",
-    "not accepted",
-    "question received",
-    "subject line",
-];
+const OUR_OUTCOMES: [&str; 6] =
+    ["accepted", "rejected", "not filed", "not accepted", "question received", "subject line"];
 
 pub(crate) fn subject(kind: &ReplyKind, original: &str) -> String {
     let base = base(original);
@@ -43,8 +37,10 @@ fn outcome(kind: &ReplyKind) -> String {
             let rejected = files.len() - accepted.len();
             let errors: usize =
                 files.iter().filter(|f| !f.is_accepted()).map(|f| f.report.errors().count()).sum();
-            let receipts: Vec<&str> = accepted.iter().filter_map(|f| f.receipt.as_deref()).collect();
-            let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+            let receipts: Vec<&str> =
+                accepted.iter().filter_map(|f| f.receipt.as_deref()).collect();
+            let plural =
+                |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
             match (accepted.len(), rejected) {
                 (0, 0) => "not filed: no return found".into(),
                 (1, 0) if receipts.is_empty() => "accepted".into(),
@@ -63,8 +59,12 @@ fn outcome(kind: &ReplyKind) -> String {
         ReplyKind::Unauthorised { organisation, .. } => {
             format!("not accepted: address not registered for {}", organisation.code)
         }
-        ReplyKind::QueryAck { reference, .. } => format!("question received, reference {reference}"),
-        ReplyKind::AskForAttachment { .. } => "not filed: please resend as an .xlsx attachment".into(),
+        ReplyKind::QueryAck { reference, .. } => {
+            format!("question received, reference {reference}")
+        }
+        ReplyKind::AskForAttachment { .. } => {
+            "not filed: please resend as an .xlsx attachment".into()
+        }
         ReplyKind::TeamNotice { .. } | ReplyKind::QueryForward { .. } => String::new(),
     }
 }

@@ -118,7 +118,10 @@ pub(crate) fn parse(template: &str, text: &str) -> Result<Vec<Node>, Vec<Templat
                         let open = &stack[top];
                         problems.push(problem(
                             line_no,
-                            format!("{{/{name}}} found, but {{#{}}} from line {} is still open", open.0, open.2),
+                            format!(
+                                "{{/{name}}} found, but {{#{}}} from line {} is still open",
+                                open.0, open.2
+                            ),
                         ));
                     } else if let Some((name, inverted, line, body)) = stack.pop() {
                         let node = Node::Section { name, inverted, line, body };

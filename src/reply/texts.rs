@@ -29,7 +29,14 @@ const SHIPPED: [(&str, &str); 7] = [
 
 // What every template may use.
 pub(crate) static COMMON: Schema = Schema {
-    fields: &["sender_name", "sender_address", "original_subject", "our_name", "our_address", "date"],
+    fields: &[
+        "sender_name",
+        "sender_address",
+        "original_subject",
+        "our_name",
+        "our_address",
+        "date",
+    ],
     lists: &[],
 };
 
@@ -66,8 +73,7 @@ static SUBJECT_RULE: Schema = Schema {
     fields: &["no_iapt", "no_organisation", "ambiguous"],
     lists: &[("candidates", &CANDIDATE)],
 };
-static UNAUTHORISED: Schema =
-    Schema { fields: &["org_code", "org_name", "contact"], lists: &[] };
+static UNAUTHORISED: Schema = Schema { fields: &["org_code", "org_name", "contact"], lists: &[] };
 static TEAM_NOTICE: Schema = Schema { fields: &["org_code", "org_name", "reason"], lists: &[] };
 static QUERY_ACK: Schema = Schema {
     fields: &["reference", "route", "technical", "content", "team_name", "team_address"],
@@ -158,7 +164,12 @@ impl Templates {
     }
 
     #[cfg(test)]
-    pub(crate) fn render_strict(&self, kind: &ReplyKind, common: &Scope, own: Scope) -> (String, Vec<String>) {
+    pub(crate) fn render_strict(
+        &self,
+        kind: &ReplyKind,
+        common: &Scope,
+        own: Scope,
+    ) -> (String, Vec<String>) {
         let nodes = self.parsed.get(index(kind)).map(Vec::as_slice).unwrap_or_default();
         template::render(nodes, &[common, &own])
     }
@@ -203,7 +214,9 @@ mod tests {
         );
         let unknown: Vec<_> = found.iter().filter(|p| p.template == "unauthorised").collect();
         assert!(!unknown.is_empty(), "{shown}");
-        assert!(unknown.iter().all(|p| p.problem.contains("{organisation_nmae}") && p.line.is_some()));
+        assert!(unknown
+            .iter()
+            .all(|p| p.problem.contains("{organisation_nmae}") && p.line.is_some()));
         assert!(shown.contains("unauthorised.txt line"), "{shown}");
     }
 
@@ -215,7 +228,9 @@ mod tests {
         pairs[1].1.push_str("\n{#candidates}\nnever closed\n");
         let found = problems(Templates::from_pairs(pairs).expect_err("two problems"));
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().any(|p| p.template == "submision" && p.problem.contains("not a reply")));
+        assert!(found
+            .iter()
+            .any(|p| p.template == "submision" && p.problem.contains("not a reply")));
         assert!(found
             .iter()
             .any(|p| p.template == "subject_rule" && p.problem.contains("never closed")));
