@@ -12,6 +12,7 @@
 //! - `{name}` the value of `name` (looked up in the innermost section first);
 //! - `{#name}` … `{/name}` repeated once per item of a list, or once if a text is not empty;
 //! - `{^name}` … `{/name}` shown only when the list is empty or the text is empty;
+//! - `{list}` outside its section: the number of items;
 //! - `{! a note }` a comment, left out of the reply;
 //! - `{{` a literal `{`.
 //!
