@@ -249,7 +249,7 @@ pub fn render(
     templates: &Templates,
 ) -> Result<Reply, ReplyError> {
     let sender = Mailbox {
-        name: original.from_name.clone().filter(|n| !n.trim().is_empty()),
+        name: original.from_name.as_deref().map(subject::clean).filter(|n| !n.is_empty()),
         address: original.from_address.trim().to_string(),
     };
     message::check_address("sender", &sender.address)?;
@@ -297,8 +297,10 @@ fn threading(original: &Original) -> (Option<String>, Vec<String>) {
     let in_reply_to =
         original.message_id.as_deref().map(bare_id).filter(|id| message::plain_id(id));
     let mut references: Vec<String> = Vec::new();
-    let earlier =
-        original.references.iter().map(|r| bare_id(r)).filter(|r| Some(r) != in_reply_to.as_ref());
+    // Only the ends of a hostile chain of thousands are looked at, so dedup stays cheap.
+    let all = &original.references;
+    let ends = all.iter().take(1).chain(all.iter().skip(1).rev().take(4 * MAX_REFERENCES).rev());
+    let earlier = ends.map(|r| bare_id(r)).filter(|r| Some(r) != in_reply_to.as_ref());
     for id in earlier.chain(in_reply_to.clone()) {
         if message::plain_id(&id) && !references.contains(&id) {
             references.push(id);

@@ -25,7 +25,7 @@ fn flag(on: bool) -> Value {
 
 pub(crate) fn common(original: &Original, ctx: &ReplyContext) -> Scope {
     Scope::from([
-        ("sender_name", text(original.from_name.clone().unwrap_or_default().trim())),
+        ("sender_name", text(super::subject::clean(original.from_name.as_deref().unwrap_or("")))),
         ("sender_address", text(original.from_address.trim())),
         ("original_subject", text(super::subject::clean(&original.subject))),
         ("our_name", text(ctx.from_name.clone())),
