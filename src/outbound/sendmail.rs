@@ -10,6 +10,7 @@ use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The command used when none is configured.
@@ -17,6 +18,9 @@ pub const DEFAULT_COMMAND: &str = "/usr/sbin/sendmail";
 
 /// Enough of the MTA's complaint to explain it in `status`; the rest is dropped.
 const STDERR_KEEP: usize = 4096;
+
+/// How long to wait for the pipe threads once the MTA has exited.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct SendmailTransport {
@@ -76,37 +80,47 @@ impl Transport for SendmailTransport {
             .spawn()
             .map_err(|e| SendError::transient(format!("cannot run {command}: {e}")))?;
         // Feed stdin and drain stderr on their own threads: a child that writes a lot before
-        // reading would otherwise deadlock against us.
+        // reading would otherwise deadlock against us. Their results come back over channels
+        // with a bounded wait, because a helper the MTA forked may hold the pipes open after
+        // the MTA itself has exited or been killed.
         let stdin = child.stdin.take();
         let raw = item.raw.clone();
-        let writer = std::thread::spawn(move || match stdin {
-            Some(mut pipe) => match pipe.write_all(&raw) {
-                // The MTA stopped reading; its exit status says why.
-                Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-                other => other,
-            },
-            None => Ok(()),
+        let (wrote_tx, wrote) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = match stdin {
+                Some(mut pipe) => match pipe.write_all(&raw) {
+                    // The MTA stopped reading; its exit status says why.
+                    Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+                    other => other,
+                },
+                None => Ok(()),
+            };
+            let _ = wrote_tx.send(result);
         });
         let stderr = child.stderr.take();
-        let reader = std::thread::spawn(move || stderr.map(read_capped).unwrap_or_default());
+        let (said_tx, said) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = said_tx.send(stderr.map(read_capped).unwrap_or_default());
+        });
 
-        let status = wait_with_timeout(&mut child, self.timeout);
-        let written = writer.join();
-        let complaint = reader.join().unwrap_or_default();
-        let status = status.map_err(|e| SendError::transient(format!("{command}: {e}")))?;
+        let status = wait_with_timeout(&mut child, self.timeout)
+            .map_err(|e| SendError::transient(format!("{command}: {e}")))?;
         let Some(status) = status else {
             return Err(SendError::transient(format!(
-                "{command} did not finish within {}s and was stopped",
-                self.timeout.as_secs()
+                "{command} did not finish within {} s and was stopped",
+                self.timeout.as_secs_f32()
             )));
         };
+        let complaint = said.recv_timeout(PIPE_GRACE).unwrap_or_default();
         if let Some(err) = failure(&command, status, &complaint) {
             return Err(err);
         }
-        match written {
+        match wrote.recv_timeout(PIPE_GRACE) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(SendError::transient(format!("writing to {command}: {e}"))),
-            Err(_) => Err(SendError::transient(format!("writing to {command} failed"))),
+            Err(_) => {
+                Err(SendError::transient(format!("{command} exited before reading the reply")))
+            }
         }
     }
 }

@@ -157,7 +157,10 @@ impl SmtpTransport {
 impl Transport for SmtpTransport {
     fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
         let envelope = envelope(item)?;
-        self.inner.send_raw(&envelope, &item.raw).map(|_| ()).map_err(|e| classify(&self.relay, &e))
+        // lettre ends DATA with CRLF "." CRLF after the bytes it is given; a message that
+        // already ends in CRLF would gain an empty last line, so that CRLF is left to lettre.
+        let raw = item.raw.strip_suffix(b"\r\n").unwrap_or(&item.raw);
+        self.inner.send_raw(&envelope, raw).map(|_| ()).map_err(|e| classify(&self.relay, &e))
     }
 }
 
