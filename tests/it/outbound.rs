@@ -136,6 +136,20 @@ fn maildir_wait_wakes_on_new_mail_and_otherwise_waits_out_the_timeout() {
     assert_eq!(keys(&mut maildir), [key]);
 }
 
+#[test]
+fn maildir_listing_in_the_same_second_as_a_change_is_rechecked_soon() {
+    // A delivery in the same timestamp tick as our listing leaves new/'s mtime unchanged, so a
+    // listing taken right after a change must not be trusted for the whole timeout.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut maildir =
+        Maildir::open(dir.path()).expect("open").with_poll_slice(Duration::from_millis(20));
+    maildir.deliver(b"just arrived").expect("deliver");
+    assert_eq!(keys(&mut maildir).len(), 1);
+    let started = Instant::now();
+    maildir.wait(Duration::from_secs(30)).expect("wait");
+    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+}
+
 // --- FileTransport ---------------------------------------------------------------------------
 
 #[test]
@@ -320,6 +334,11 @@ fn sendmail_gets_the_envelope_as_arguments_and_the_bytes_on_stdin() {
         "recipients come after --, so none can pass for an option"
     );
     assert_eq!(fs::read(dir.path().join("stdin")).expect("stdin"), REPLY.as_bytes());
+
+    item.envelope_from = String::new();
+    transport.send(&item).expect("accepted");
+    let args = fs::read_to_string(dir.path().join("args")).expect("args");
+    assert_eq!(args.lines().nth(2), Some("<>"), "an empty sender is the null reverse-path");
 }
 
 #[test]
