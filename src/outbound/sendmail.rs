@@ -8,7 +8,7 @@
 
 use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};
 use std::ffi::OsString;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -87,14 +87,9 @@ impl Transport for SendmailTransport {
         let raw = item.raw.clone();
         let (wrote_tx, wrote) = mpsc::channel();
         std::thread::spawn(move || {
-            let result = match stdin {
-                Some(mut pipe) => match pipe.write_all(&raw) {
-                    // The MTA stopped reading; its exit status says why.
-                    Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-                    other => other,
-                },
-                None => Ok(()),
-            };
+            // A broken pipe is judged after the exit status: a failing MTA is reported by its
+            // status, and one that exits 0 without reading everything has not taken the reply.
+            let result = stdin.map_or(Ok(()), |mut pipe| pipe.write_all(&raw));
             let _ = wrote_tx.send(result);
         });
         let stderr = child.stderr.take();
