@@ -1,1 +1,83 @@
-//! (to be written)
+//! The store (SPEC §5): every message received (raw, as a blob), its classification and outcome,
+//! every return version with its figures and findings, every reply (the outbox) and an audit
+//! trail. Filing a message, numbering its returns and queueing its replies is one transaction,
+//! so a crash loses nothing and never files a message twice.
+//!
+//! `Store` is the port; `SqliteStore` (SQLite + content-addressed blobs) is the embedded default
+//! and `MemoryStore` the in-memory twin for the pipeline's tests. This module owns the database
+//! and the blob directory and nothing else: it never reads mail, renders replies or sends them.
+
+mod blobs;
+mod error;
+mod memory;
+mod rules;
+pub mod schema;
+mod sqlite;
+mod types;
+
+pub use blobs::{is_sha256_hex, sha256_hex, Blobs};
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use rules::{norm_message_id, receipt};
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+use crate::outbound::Outbox;
+use chrono::NaiveDate;
+
+/// Builds the replies for a filing once the store has assigned receipts. Called inside the
+/// filing's transaction, so it must be quick and must not touch the store.
+pub type Render<'a> = dyn FnMut(&Assigned) -> Vec<NewReply> + 'a;
+
+/// The store port. Synchronous: the daemon calls it from blocking threads.
+pub trait Store: Outbox<Error = StoreError> + Send + Sync {
+    /// A message already filed with this Message-ID or these exact bytes.
+    fn find_duplicate(
+        &self,
+        message_id: Option<&str>,
+        sha256: &str,
+    ) -> Result<Option<MessageRef>, StoreError>;
+
+    /// Keeps `bytes` durably (before filing refers to them) and returns their SHA-256.
+    fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError>;
+
+    /// The bytes stored under `sha256`, verified.
+    fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError>;
+
+    /// The organisation's standing accepted return for its latest period (any period).
+    fn last_accepted(&self, org: &str) -> Result<Option<Prior>, StoreError>;
+
+    /// The organisation's standing accepted return for `period` (`2011-12-Q1`).
+    fn accepted(&self, org: &str, period: &str) -> Result<Option<Prior>, StoreError>;
+
+    /// Files one message in one transaction: the message row, each return version (numbered,
+    /// with its receipt, superseding the standing one when accepted), the replies `render`
+    /// builds from what was assigned, the guidance log, a bounce's mark on our reply, and the
+    /// audit trail. A message already filed (same bytes or Message-ID) changes nothing and
+    /// comes back as `Filed::Duplicate`; `render` is then not called.
+    fn file(&self, filing: &Filing, render: &mut Render<'_>) -> Result<Filed, StoreError>;
+
+    /// Whether a guidance reply to `sender` was queued on `day` (UTC).
+    fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError>;
+
+    /// Each organisation that sent anything for `period`, with its state (see `StatusRow`).
+    fn status(&self, period: &str) -> Result<Vec<StatusRow>, StoreError>;
+
+    /// The standing accepted return of each organisation for `period`, by organisation code.
+    fn standing_returns(&self, period: &str) -> Result<Vec<StandingReturn>, StoreError>;
+
+    /// Replies that failed permanently or bounced, oldest first.
+    fn undelivered(&self) -> Result<Vec<Undelivered>, StoreError>;
+
+    /// How many messages are filed.
+    fn message_count(&self) -> Result<u64, StoreError>;
+
+    /// Every version of a return for the organisation and period, oldest first.
+    fn versions(&self, org: &str, period: &str) -> Result<Vec<VersionRow>, StoreError>;
+
+    /// The replies queued for a message (by row id), in queue order.
+    fn replies_for(&self, message: i64) -> Result<Vec<ReplyRow>, StoreError>;
+
+    /// The audit trail of a message (by row id), in order.
+    fn audit_for(&self, message: i64) -> Result<Vec<AuditRow>, StoreError>;
+}

@@ -1,0 +1,150 @@
+//! Content-addressed blobs: raw messages and attachments, named by the SHA-256 of their bytes
+//! and laid out as `<dir>/ab/cdef…`. A blob is written through a temporary file in its final
+//! directory, flushed, renamed into place and the directory flushed, so a crash leaves either
+//! the whole blob or none. Every read is checked against its name. Owns only its directory.
+
+use super::StoreError;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The lower-case hex SHA-256 of `bytes`: the name of its blob.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// True for exactly 64 lower-case hex digits, which is also what keeps a hash from naming a
+/// path outside the blob directory.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[derive(Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+    /// Makes temporary names unique between threads of this process (the pid separates
+    /// processes), so two writers of the same blob never share a temporary file.
+    counter: AtomicU64,
+}
+
+impl Blobs {
+    /// Uses (and creates if needed) `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Blobs, StoreError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
+        Ok(Blobs { dir, counter: AtomicU64::new(0) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob named `hash` lives (whether or not it exists).
+    pub fn path(&self, hash: &str) -> Result<PathBuf, StoreError> {
+        if !is_sha256_hex(hash) {
+            return Err(StoreError::BadHash(hash.to_owned()));
+        }
+        Ok(self.dir.join(&hash[..2]).join(&hash[2..]))
+    }
+
+    /// Stores `bytes` durably and returns their hash. Storing bytes that are already there does
+    /// not rewrite them (unless the stored file has the wrong length, i.e. was damaged).
+    pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let hash = sha256_hex(bytes);
+        let path = self.path(&hash)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == bytes.len() as u64 => return Ok(hash),
+            Ok(_) => {} // damaged: write it again
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("stat", &path, e)),
+        }
+        let sub = path.parent().unwrap_or(&self.dir);
+        fs::create_dir_all(sub).map_err(|e| StoreError::io("create", sub, e))?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = sub.join(format!(".tmp-{}-{}-{n}", &hash[2..10], std::process::id()));
+        let written = write_synced(&tmp, bytes)
+            .and_then(|()| fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &path, e)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp); // best effort: the error that matters is `e`
+            return Err(e);
+        }
+        sync_dir(sub)?;
+        Ok(hash)
+    }
+
+    /// The bytes of blob `hash`, verified against it.
+    pub fn get(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(hash)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::BlobMissing(hash.to_owned()))
+            }
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != hash {
+            return Err(StoreError::BlobCorrupt { hash: hash.to_owned(), actual });
+        }
+        Ok(bytes)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut f = File::create(path).map_err(|e| StoreError::io("create", path, e))?;
+    f.write_all(bytes).map_err(|e| StoreError::io("write", path, e))?;
+    f.sync_all().map_err(|e| StoreError::io("fsync", path, e))
+}
+
+/// Flushes a directory so a rename into it survives a power cut.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_then_get_round_trips_under_its_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path().join("blobs")).expect("open");
+        let hash = blobs.put(b"hello return").expect("put");
+        assert_eq!(hash, sha256_hex(b"hello return"));
+        let path = blobs.path(&hash).expect("path");
+        assert!(path.starts_with(dir.path().join("blobs").join(&hash[..2])));
+        assert_eq!(blobs.get(&hash).expect("get"), b"hello return");
+        // The second put is a no-op and leaves no temporary files behind.
+        assert_eq!(blobs.put(b"hello return").expect("put again"), hash);
+        let names: Vec<_> = fs::read_dir(path.parent().expect("parent"))
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(&hash[2..])]);
+    }
+
+    #[test]
+    fn tampered_blob_is_reported_corrupt_and_repaired_by_a_new_put() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path()).expect("open");
+        let hash = blobs.put(b"KPI1,68653").expect("put");
+        fs::write(blobs.path(&hash).expect("path"), b"KPI1,99999").expect("tamper");
+        assert!(matches!(blobs.get(&hash), Err(StoreError::BlobCorrupt { .. })));
+        // Same length, so put trusts it; a truncated file is rewritten.
+        fs::write(blobs.path(&hash).expect("path"), b"KPI1").expect("truncate");
+        blobs.put(b"KPI1,68653").expect("put again");
+        assert_eq!(blobs.get(&hash).expect("get"), b"KPI1,68653");
+    }
+
+    #[test]
+    fn hashes_that_are_not_hex_cannot_name_a_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path()).expect("open");
+        for bad in ["../../etc/passwd", "", &"A".repeat(64), &"0".repeat(63)] {
+            assert!(matches!(blobs.get(bad), Err(StoreError::BadHash(_))), "{bad}");
+        }
+        assert!(matches!(blobs.get(&"0".repeat(64)), Err(StoreError::BlobMissing(_))));
+    }
+}

@@ -1,0 +1,326 @@
+//! The embedded default store: one SQLite database (WAL, `synchronous=FULL`, foreign keys on)
+//! beside a blob directory. One connection behind a mutex serves the daemon's blocking threads;
+//! SQLite serialises writers anyway, and `busy_timeout` lets a second process (`ingest` beside
+//! `run`) wait its turn instead of failing.
+
+mod filing;
+mod outbox;
+
+use super::rules::{norm_message_id, norm_org, StatusBuilder};
+use super::{
+    schema, AuditRow, Blobs, Filed, Filing, MessageRef, Prior, Render, ReplyRow, ReturnState,
+    StandingReturn, StatusRow, Store, StoreError, Undelivered, VersionRow,
+};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a statement waits for another process's write lock before giving up (transient).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    blobs: Blobs,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `db_path` and the blobs under `blob_dir`,
+    /// and brings the schema up to date.
+    pub fn open(db_path: impl AsRef<Path>, blob_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = db_path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::io("create", parent, e))?;
+        }
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Data(format!("journal_mode is {mode}, WAL was asked for")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        let blobs = Blobs::open(blob_dir.as_ref())?;
+        Ok(SqliteStore { conn: Mutex::new(conn), blobs, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+/// Times are stored as RFC 3339 UTC with fixed microseconds, so text order is time order.
+pub(super) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn conversion(idx: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
+}
+
+pub(super) fn get_ts(r: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let s: String = r.get(idx)?;
+    DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(|e| conversion(idx, e))
+}
+
+pub(super) fn get_opt_ts(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => get_ts(r, idx).map(Some),
+    }
+}
+
+pub(super) fn get_json<T: DeserializeOwned>(r: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let s: String = r.get(idx)?;
+    serde_json::from_str(&s).map_err(|e| conversion(idx, e))
+}
+
+fn get_u32(r: &Row<'_>, idx: usize) -> rusqlite::Result<u32> {
+    let n: i64 = r.get(idx)?;
+    u32::try_from(n)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, Box::new(e)))
+}
+
+fn get_opt_u32(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u32>> {
+    match r.get_ref(idx)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => get_u32(r, idx).map(Some),
+    }
+}
+
+const MESSAGE_REF: &str =
+    "SELECT id, source_key, message_id, sha256, received_at, class, outcome FROM messages";
+
+fn message_ref(r: &Row<'_>) -> rusqlite::Result<MessageRef> {
+    Ok(MessageRef {
+        id: r.get(0)?,
+        source_key: r.get(1)?,
+        message_id: r.get(2)?,
+        sha256: r.get(3)?,
+        received_at: get_ts(r, 4)?,
+        class: r.get(5)?,
+        outcome: r.get(6)?,
+    })
+}
+
+pub(super) fn find_duplicate(
+    conn: &Connection,
+    message_id: Option<&str>,
+    sha256: &str,
+) -> Result<Option<MessageRef>, StoreError> {
+    let message_id = message_id.and_then(norm_message_id);
+    let sql = format!("{MESSAGE_REF} WHERE sha256 = ?1 OR message_id = ?2 ORDER BY id LIMIT 1");
+    Ok(conn.query_row(&sql, params![sha256, message_id], message_ref).optional()?)
+}
+
+fn prior(conn: &Connection, org: &str, period: Option<&str>) -> Result<Option<Prior>, StoreError> {
+    let sql = "SELECT period, receipt, values_json FROM return_versions
+               WHERE org = ?1 AND (?2 IS NULL OR period = ?2)
+                 AND status = 'accepted' AND superseded_by IS NULL
+               ORDER BY period DESC, id DESC LIMIT 1";
+    let row = conn.query_row(sql, params![norm_org(org), period], |r| {
+        Ok(Prior { period: r.get(0)?, receipt: r.get(1)?, values: get_json(r, 2)? })
+    });
+    Ok(row.optional()?)
+}
+
+impl Store for SqliteStore {
+    fn find_duplicate(
+        &self,
+        message_id: Option<&str>,
+        sha256: &str,
+    ) -> Result<Option<MessageRef>, StoreError> {
+        find_duplicate(&*self.conn()?, message_id, sha256)
+    }
+
+    fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        self.blobs.put(bytes)
+    }
+
+    fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        self.blobs.get(sha256)
+    }
+
+    fn last_accepted(&self, org: &str) -> Result<Option<Prior>, StoreError> {
+        prior(&*self.conn()?, org, None)
+    }
+
+    fn accepted(&self, org: &str, period: &str) -> Result<Option<Prior>, StoreError> {
+        prior(&*self.conn()?, org, Some(period))
+    }
+
+    fn file(&self, filing: &Filing, render: &mut Render<'_>) -> Result<Filed, StoreError> {
+        filing::file(&mut *self.conn()?, filing, render)
+    }
+
+    fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError> {
+        let sql = "SELECT EXISTS (SELECT 1 FROM guidance_log WHERE sender = ?1 AND day = ?2)";
+        let sender = super::rules::norm_sender(sender);
+        Ok(self.conn()?.query_row(sql, params![sender, day.to_string()], |r| r.get(0))?)
+    }
+
+    fn status(&self, period: &str) -> Result<Vec<StatusRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut b = StatusBuilder::default();
+        // Rejected returns and held messages, in filing order.
+        let sql = "SELECT org, receipt, received_at, kind FROM (
+                       SELECT rv.org, rv.receipt, m.received_at, 'rejected' AS kind,
+                              m.id AS mid, rv.id AS rid
+                       FROM return_versions rv JOIN messages m ON m.id = rv.message
+                       WHERE rv.period = ?1 AND rv.status = 'rejected'
+                     UNION ALL
+                       SELECT org, NULL, received_at, 'held', id, 0 FROM messages
+                       WHERE held = 1 AND period = ?1 AND org IS NOT NULL)
+                   ORDER BY mid, rid";
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt.query_map([period], |r| {
+            let kind: String = r.get(3)?;
+            let status = if kind == "held" { ReturnState::Held } else { ReturnState::Rejected };
+            Ok(StatusRow { org: r.get(0)?, status, receipt: r.get(1)?, received_at: get_ts(r, 2)? })
+        })?;
+        for row in rows {
+            b.later_attempt(row?);
+        }
+        for s in standing(&conn, period)? {
+            b.standing(&s.org, &s.receipt, s.late, s.received_at);
+        }
+        Ok(b.finish())
+    }
+
+    fn standing_returns(&self, period: &str) -> Result<Vec<StandingReturn>, StoreError> {
+        standing(&*self.conn()?, period)
+    }
+
+    fn undelivered(&self) -> Result<Vec<Undelivered>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, message, message_id, kind, recipients, attempts, last_error,
+                    bounced_at IS NOT NULL
+             FROM outbox WHERE failed_permanently = 1 OR bounced_at IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Undelivered {
+                id: r.get(0)?,
+                message: r.get(1)?,
+                message_id: r.get(2)?,
+                kind: r.get(3)?,
+                recipients: get_json(r, 4)?,
+                attempts: get_u32(r, 5)?,
+                last_error: r.get(6)?,
+                bounced: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn message_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn()?.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    fn versions(&self, org: &str, period: &str) -> Result<Vec<VersionRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT rv.message, rv.org, rv.period, rv.version, rv.receipt, rv.file_name,
+                    rv.attachment_sha256, rv.status = 'accepted', rv.late, s.receipt,
+                    rv.values_json, rv.derived_json, rv.findings_json
+             FROM return_versions rv LEFT JOIN return_versions s ON s.id = rv.superseded_by
+             WHERE rv.org = ?1 AND rv.period = ?2 ORDER BY rv.id",
+        )?;
+        let rows = stmt.query_map(params![norm_org(org), period], |r| {
+            Ok(VersionRow {
+                message: r.get(0)?,
+                org: r.get(1)?,
+                period: r.get(2)?,
+                version: get_opt_u32(r, 3)?,
+                receipt: r.get(4)?,
+                file_name: r.get(5)?,
+                attachment_sha256: r.get(6)?,
+                accepted: r.get(7)?,
+                late: r.get(8)?,
+                superseded_by: r.get(9)?,
+                values: get_json(r, 10)?,
+                derived: get_json(r, 11)?,
+                findings: get_json(r, 12)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn replies_for(&self, message: i64) -> Result<Vec<ReplyRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, message, message_id, kind, recipients, raw, attempts, next_attempt_at,
+                    sent_at, last_error, failed_permanently, bounced_at
+             FROM outbox WHERE message = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([message], |r| {
+            Ok(ReplyRow {
+                id: r.get(0)?,
+                message: r.get(1)?,
+                message_id: r.get(2)?,
+                kind: r.get(3)?,
+                recipients: get_json(r, 4)?,
+                raw: r.get(5)?,
+                attempts: get_u32(r, 6)?,
+                next_attempt_at: get_ts(r, 7)?,
+                sent_at: get_opt_ts(r, 8)?,
+                last_error: r.get(9)?,
+                failed_permanently: r.get(10)?,
+                bounced_at: get_opt_ts(r, 11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn audit_for(&self, message: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT at, message, event, detail FROM audit WHERE message = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([message], |r| {
+            Ok(AuditRow {
+                at: get_ts(r, 0)?,
+                message: r.get(1)?,
+                event: r.get(2)?,
+                detail: get_json(r, 3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn standing(conn: &Connection, period: &str) -> Result<Vec<StandingReturn>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT rv.org, rv.period, rv.receipt, m.received_at, rv.late, rv.values_json, rv.derived_json
+         FROM return_versions rv JOIN messages m ON m.id = rv.message
+         WHERE rv.period = ?1 AND rv.status = 'accepted' AND rv.superseded_by IS NULL
+         ORDER BY rv.org",
+    )?;
+    let rows = stmt.query_map([period], |r| {
+        Ok(StandingReturn {
+            org: r.get(0)?,
+            period: r.get(1)?,
+            receipt: r.get(2)?,
+            received_at: get_ts(r, 3)?,
+            late: r.get(4)?,
+            values: get_json(r, 5)?,
+            derived: get_json(r, 6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,221 @@
+//! Filing one message as one SQLite transaction: the message row, its return versions with
+//! receipts and supersession, the replies, the guidance log, a bounce's mark on our reply and
+//! the audit trail. Either all of it is committed or none of it.
+
+use super::{find_duplicate, ts};
+use crate::store::rules::{
+    check_filing, guidance_day, norm_message_id, norm_org, norm_sender, receipt,
+};
+use crate::store::{
+    Assigned, AssignedReturn, Filed, Filing, NewReply, NewReturn, Render, StoreError,
+};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde_json::{json, Value};
+
+pub(super) fn file(
+    conn: &mut Connection,
+    filing: &Filing,
+    render: &mut Render<'_>,
+) -> Result<Filed, StoreError> {
+    check_filing(filing)?;
+    // IMMEDIATE takes the write lock now, so no other process can file the same message
+    // between the duplicate check and the insert.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(existing) = find_duplicate(&tx, filing.message_id.as_deref(), &filing.sha256)? {
+        return Ok(Filed::Duplicate(existing)); // dropping `tx` rolls back: nothing written
+    }
+    let at = filing.filed_at;
+    let message = insert_message(&tx, filing)?;
+    audit(
+        &tx,
+        at,
+        Some(message),
+        "filed",
+        &json!({"class": filing.class, "outcome": filing.outcome, "source": filing.source_key}),
+    )?;
+    let mut assigned = Assigned { message, returns: Vec::with_capacity(filing.returns.len()) };
+    for r in &filing.returns {
+        assigned.returns.push(insert_return(&tx, message, at, r)?);
+    }
+    for reply in render(&assigned) {
+        insert_reply(&tx, message, at, &reply)?;
+    }
+    if let Some(ours) = filing.bounce_of.as_deref().and_then(norm_message_id) {
+        record_bounce(&tx, message, at, &ours)?;
+    }
+    for e in &filing.audit {
+        audit(&tx, at, Some(message), &e.event, &e.detail)?;
+    }
+    tx.commit()?;
+    Ok(Filed::New(assigned))
+}
+
+fn insert_message(tx: &Transaction<'_>, f: &Filing) -> Result<i64, StoreError> {
+    tx.execute(
+        "INSERT INTO messages (source_key, message_id, sha256, received_at, filed_at, sender,
+             subject, class, outcome, detail, org, period, held, bounce_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            f.source_key,
+            f.message_id.as_deref().and_then(norm_message_id),
+            f.sha256,
+            ts(f.received_at),
+            ts(f.filed_at),
+            f.from,
+            f.subject,
+            f.class,
+            f.outcome,
+            f.detail.to_string(),
+            f.org.as_deref().map(norm_org),
+            f.period,
+            f.held,
+            f.bounce_of.as_deref().and_then(norm_message_id),
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn insert_return(
+    tx: &Transaction<'_>,
+    message: i64,
+    at: DateTime<Utc>,
+    r: &NewReturn,
+) -> Result<AssignedReturn, StoreError> {
+    let org = norm_org(&r.org);
+    let numbered = match &r.period {
+        Some(period) => {
+            let last: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM return_versions WHERE org = ?1 AND period = ?2",
+                params![org, period],
+                |row| row.get(0),
+            )?;
+            let version = u32::try_from(last + 1).map_err(|e| StoreError::Data(e.to_string()))?;
+            Some((version, receipt(period, &org, version)))
+        }
+        None => None,
+    };
+    let (version, receipt) = (numbered.as_ref().map(|n| n.0), numbered.map(|n| n.1));
+    tx.execute(
+        "INSERT INTO return_versions (message, org, period, version, receipt, file_name,
+             attachment_sha256, status, late, values_json, derived_json, findings_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            message,
+            org,
+            r.period,
+            version,
+            receipt,
+            r.file_name,
+            r.attachment_sha256,
+            if r.accepted { "accepted" } else { "rejected" },
+            r.late,
+            serde_json::to_string(&r.values)?,
+            serde_json::to_string(&r.derived)?,
+            r.findings.to_string(),
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let supersedes = if r.accepted { supersede(tx, id, &org, r.period.as_deref())? } else { None };
+    let detail = json!({"receipt": receipt, "file": r.file_name, "accepted": r.accepted,
+                        "late": r.late, "supersedes": supersedes});
+    audit(tx, at, Some(message), "return_filed", &detail)?;
+    Ok(AssignedReturn { receipt, version, supersedes })
+}
+
+/// Marks the standing accepted return for the organisation and period (if any, other than the
+/// new one) as superseded by `new`, and returns its receipt.
+fn supersede(
+    tx: &Transaction<'_>,
+    new: i64,
+    org: &str,
+    period: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let old: Option<(i64, Option<String>)> = tx
+        .query_row(
+            "SELECT id, receipt FROM return_versions
+             WHERE org = ?1 AND period = ?2 AND status = 'accepted'
+               AND superseded_by IS NULL AND id <> ?3",
+            params![org, period, new],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((old_id, old_receipt)) = old else { return Ok(None) };
+    tx.execute(
+        "UPDATE return_versions SET superseded_by = ?1 WHERE id = ?2",
+        params![new, old_id],
+    )?;
+    Ok(old_receipt)
+}
+
+fn insert_reply(
+    tx: &Transaction<'_>,
+    message: i64,
+    at: DateTime<Utc>,
+    reply: &NewReply,
+) -> Result<(), StoreError> {
+    let message_id = norm_message_id(&reply.message_id).ok_or_else(|| {
+        StoreError::InvalidFiling(format!("a {} reply has no Message-ID", reply.kind))
+    })?;
+    tx.execute(
+        "INSERT INTO outbox (message, message_id, kind, envelope_from, recipients, raw,
+             created_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![
+            message,
+            message_id,
+            reply.kind,
+            reply.envelope_from,
+            serde_json::to_string(&reply.recipients)?,
+            reply.raw,
+            ts(at),
+        ],
+    )?;
+    if let Some(to) = &reply.guidance_to {
+        tx.execute(
+            "INSERT OR IGNORE INTO guidance_log (sender, day, message) VALUES (?1, ?2, ?3)",
+            params![norm_sender(to), guidance_day(at).to_string(), message],
+        )?;
+    }
+    let detail = json!({"message_id": message_id, "kind": reply.kind, "to": reply.recipients});
+    audit(tx, at, Some(message), "reply_queued", &detail)
+}
+
+/// A bounce of one of our replies: marks the reply and records the event against the message
+/// it answered, where the Data Collection Team will look.
+fn record_bounce(
+    tx: &Transaction<'_>,
+    bounce: i64,
+    at: DateTime<Utc>,
+    ours: &str,
+) -> Result<(), StoreError> {
+    let found: Option<(i64, i64)> = tx
+        .query_row("SELECT id, message FROM outbox WHERE message_id = ?1", [ours], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((reply, original)) = found else {
+        return audit(tx, at, Some(bounce), "bounce_unmatched", &json!({"bounce_of": ours}));
+    };
+    tx.execute(
+        "UPDATE outbox SET bounced_at = ?1, bounced_by = ?2 WHERE id = ?3 AND bounced_at IS NULL",
+        params![ts(at), bounce, reply],
+    )?;
+    let detail = json!({"reply": ours, "bounce_message": bounce});
+    audit(tx, at, Some(original), "reply_bounced", &detail)?;
+    audit(tx, at, Some(bounce), "bounce_matched", &json!({"reply": ours, "original": original}))
+}
+
+pub(super) fn audit(
+    tx: &Connection,
+    at: DateTime<Utc>,
+    message: Option<i64>,
+    event: &str,
+    detail: &Value,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit (at, message, event, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![ts(at), message, event, detail.to_string()],
+    )?;
+    Ok(())
+}
