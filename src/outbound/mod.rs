@@ -7,12 +7,14 @@
 
 use chrono::{DateTime, Utc};
 
+pub mod build;
 pub mod file;
 pub mod memory;
 pub mod sender;
 pub mod sendmail;
 pub mod smtp;
 
+pub use build::{smtp_settings, transport_from_config};
 pub use file::FileTransport;
 pub use memory::{MemoryOutbox, MemoryTransport, OutboxState};
 pub use sender::{backoff, deliver_due, DeliveryStats};
