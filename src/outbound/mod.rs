@@ -1,8 +1,25 @@
 //! Sending replies: the `Outbox` port the store implements (replies are queued in the same
 //! transaction as the filing, SPEC §5), the transports (file, sendmail, SMTP) and the sender loop
 //! that delivers what is due and retries transient failures.
+//!
+//! Owns getting stored reply bytes to the relay (or the reply folder) unchanged. Must not render
+//! replies (that is `reply`) or know how the store keeps its queue (only the `Outbox` port).
 
 use chrono::{DateTime, Utc};
+
+pub mod build;
+pub mod file;
+pub mod memory;
+pub mod sender;
+pub mod sendmail;
+pub mod smtp;
+
+pub use build::{smtp_settings, transport_from_config};
+pub use file::FileTransport;
+pub use memory::{MemoryOutbox, MemoryTransport, OutboxState};
+pub use sender::{backoff, deliver_due, DeliveryStats};
+pub use sendmail::SendmailTransport;
+pub use smtp::{AuthMechanism, Secret, SmtpSettings, SmtpTls, SmtpTransport};
 
 /// One queued reply, fully rendered: re-sending it sends the identical bytes (same Message-ID),
 /// so a rare second copy after a crash is shown once by mail clients.
@@ -39,4 +56,105 @@ pub trait Outbox {
         permanent: bool,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), Self::Error>;
+}
+
+/// One way of handing a rendered reply to the world. Sync: the daemon calls it on a blocking
+/// thread. The bytes in `item.raw` go out unchanged, so a resend is the identical message.
+pub trait Transport: Send + Sync {
+    fn send(&self, item: &OutboxItem) -> Result<(), SendError>;
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
+        (**self).send(item)
+    }
+}
+
+/// Whether trying the same reply again later can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendErrorKind {
+    /// The relay is down, busy or misconfigured, or said 4xx: retry with backoff.
+    Transient,
+    /// The relay refused this reply for good (5xx for the recipient or content, a malformed
+    /// address): record it and never retry.
+    Permanent,
+}
+
+/// A failed delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} delivery failure: {message}", match .kind {
+    SendErrorKind::Transient => "temporary",
+    SendErrorKind::Permanent => "permanent",
+})]
+pub struct SendError {
+    pub kind: SendErrorKind,
+    pub message: String,
+}
+
+impl SendError {
+    pub fn transient(message: impl Into<String>) -> SendError {
+        SendError { kind: SendErrorKind::Transient, message: message.into() }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> SendError {
+        SendError { kind: SendErrorKind::Permanent, message: message.into() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == SendErrorKind::Transient
+    }
+}
+
+/// The SMTP envelope of an item; an address the relay could never accept is permanent.
+/// An empty `envelope_from` is the null reverse-path `<>` (RFC 5321 §4.5.5).
+pub(crate) fn envelope(item: &OutboxItem) -> Result<lettre::address::Envelope, SendError> {
+    let parse = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| SendError::permanent(format!("bad address {a:?}: {e}")))
+    };
+    let from = match item.envelope_from.trim() {
+        "" => None,
+        from => Some(parse(from)?),
+    };
+    let to = item.recipients.iter().map(|r| parse(r.trim())).collect::<Result<Vec<_>, _>>()?;
+    lettre::address::Envelope::new(from, to)
+        .map_err(|e| SendError::permanent(format!("bad envelope: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(from: &str, to: &[&str]) -> OutboxItem {
+        OutboxItem {
+            id: 1,
+            message_id: "r1@iapt.test".into(),
+            envelope_from: from.into(),
+            recipients: to.iter().map(|s| s.to_string()).collect(),
+            raw: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn envelope_keeps_sender_and_every_recipient() {
+        let env = envelope(&item("iapt@dct.test", &["a@leeds.nhs.test", "b@leeds.nhs.test"]))
+            .expect("valid envelope");
+        assert_eq!(env.from().map(|a| a.to_string()).as_deref(), Some("iapt@dct.test"));
+        assert_eq!(env.to().len(), 2);
+    }
+
+    #[test]
+    fn empty_sender_is_the_null_reverse_path() {
+        let env = envelope(&item("", &["a@leeds.nhs.test"])).expect("valid envelope");
+        assert!(env.from().is_none());
+    }
+
+    #[test]
+    fn malformed_or_missing_recipients_are_permanent() {
+        for to in [&["not an address"][..], &[][..]] {
+            let err = envelope(&item("iapt@dct.test", to)).expect_err("invalid");
+            assert!(!err.is_transient(), "{to:?}: {err}");
+        }
+    }
 }

@@ -1,0 +1,150 @@
+//! The outbox sender: delivers the replies that are due and records each outcome at once.
+//!
+//! Owns the retry policy (exponential backoff with jitter) and nothing else: it reads the
+//! clock from its caller and the queue through the `Outbox` port, so it runs the same against
+//! SQLite and in memory.
+
+use super::{Outbox, Transport};
+use chrono::{DateTime, TimeDelta, Utc};
+use std::time::Duration;
+
+/// The first retry waits about this long…
+pub const MIN_BACKOFF: Duration = Duration::from_secs(30);
+/// …and no retry waits longer, so a relay back after a long outage is used within the hour.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// After this many temporary failures in a row the relay is taken to be down and the rest of
+/// the round is left for the next one: otherwise each due reply would wait out its own
+/// connection timeout.
+const DOWN_AFTER: usize = 3;
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryStats {
+    /// Accepted by the transport and recorded as sent.
+    pub sent: usize,
+    /// Failed temporarily; scheduled for a later attempt.
+    pub retried: usize,
+    /// Failed permanently; recorded and never tried again.
+    pub failed: usize,
+    /// Not tried this round because the relay looked down; still due.
+    pub deferred: usize,
+}
+
+/// Delivers up to `limit` replies due at `now`, oldest first. Each outcome is recorded as soon
+/// as the transport answers, which keeps the window in which a crash could cause a second copy
+/// (SPEC §5) down to that one store write. A store error stops the round and is returned; the
+/// reply in hand stays due and goes out again, identical, next time.
+pub fn deliver_due<O: Outbox, T: Transport + ?Sized>(
+    outbox: &O,
+    transport: &T,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<DeliveryStats, O::Error> {
+    let due = outbox.due(now, limit)?;
+    let mut stats = DeliveryStats::default();
+    let mut failing = 0;
+    for (n, item) in due.iter().enumerate() {
+        if failing >= DOWN_AFTER {
+            stats.deferred = due.len() - n;
+            tracing::warn!(
+                deferred = stats.deferred,
+                "relay looks down; rest of the round deferred"
+            );
+            break;
+        }
+        match transport.send(item) {
+            Ok(()) => {
+                outbox.mark_sent(item.id, now)?;
+                tracing::info!(id = item.id, message_id = %item.message_id, "reply sent");
+                stats.sent += 1;
+                failing = 0;
+            }
+            Err(e) if e.is_transient() => {
+                let wait = backoff(item.id, item.attempts.saturating_add(1));
+                let retry_at = now + TimeDelta::milliseconds(wait.as_millis() as i64);
+                outbox.mark_failed(item.id, now, &e.message, false, Some(retry_at))?;
+                tracing::warn!(id = item.id, message_id = %item.message_id, %retry_at, error = %e.message, "reply deferred");
+                stats.retried += 1;
+                failing += 1;
+            }
+            Err(e) => {
+                outbox.mark_failed(item.id, now, &e.message, true, None)?;
+                tracing::error!(id = item.id, message_id = %item.message_id, error = %e.message, "reply failed permanently");
+                stats.failed += 1;
+                failing = 0;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// How long to wait after the `attempts`-th failed attempt (1 for the first failure) of outbox
+/// item `id`: 30 s, 1 min, 2 min, … capped at 1 h, each shortened by up to 20% so replies
+/// queued together do not all hit a recovering relay in the same second. The jitter is derived
+/// from `id` and `attempts` rather than a random source, so the sender stays deterministic.
+pub fn backoff(id: i64, attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    let full = MIN_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF);
+    let spread = mix((id as u64) ^ (u64::from(attempts) << 48)) % 2001; // 0 ..= 20.00%
+    let full_ms = full.as_millis() as u64;
+    let wait = Duration::from_millis(full_ms - full_ms * spread / 10_000);
+    wait.max(MIN_BACKOFF)
+}
+
+/// SplitMix64 finaliser: spreads neighbouring ids over the whole range.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{MemoryOutbox, MemoryTransport, OutboxState, SendError};
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2011, 10, 5, 9, 0, 0).single().expect("valid time")
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_between_thirty_seconds_and_an_hour() {
+        for id in 1..200 {
+            let mut last = Duration::ZERO;
+            for attempts in 1..40 {
+                let wait = backoff(id, attempts);
+                assert!(wait >= MIN_BACKOFF && wait <= MAX_BACKOFF, "{id}/{attempts}: {wait:?}");
+                if attempts <= 7 {
+                    assert!(wait > last, "{id}/{attempts}: {wait:?} after {last:?}");
+                }
+                last = wait;
+            }
+        }
+        assert!(backoff(1, 30) >= Duration::from_secs(48 * 60), "jitter at most 20%");
+    }
+
+    #[test]
+    fn backoff_spreads_replies_that_failed_together() {
+        let waits: std::collections::BTreeSet<_> = (1..50).map(|id| backoff(id, 8)).collect();
+        assert!(waits.len() > 40, "only {} distinct waits", waits.len());
+        assert_eq!(backoff(7, 3), backoff(7, 3));
+    }
+
+    #[test]
+    fn relay_down_defers_the_rest_of_the_round() {
+        let outbox = MemoryOutbox::new();
+        let ids: Vec<i64> = (0..10)
+            .map(|n| outbox.queue(&format!("r{n}@t"), "f@t.test", &["a@t.test"], b"x"))
+            .collect();
+        let relay = MemoryTransport::new();
+        relay.fail_always(Some(SendError::transient("connection refused")));
+        let stats = deliver_due(&outbox, &relay, now(), 100).expect("round");
+        assert_eq!(stats, DeliveryStats { sent: 0, retried: DOWN_AFTER, failed: 0, deferred: 7 });
+        assert_eq!(relay.attempts(), DOWN_AFTER);
+        let untouched = OutboxState::Queued { retry_at: None, last_error: None };
+        assert_eq!(outbox.state(ids[9]), Some(untouched));
+    }
+}
