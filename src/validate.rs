@@ -84,8 +84,17 @@ pub fn validate(input: &Input) -> Report {
         for m in &def.measures {
             report.values.entry(m.id.clone()).or_insert(None);
         }
+        // A rate built on a figure that failed a check (E03/E04 …) would only mislead.
+        let flagged: Vec<&str> = f
+            .items
+            .iter()
+            .filter(|(_, x)| x.severity == Severity::Error)
+            .filter_map(|(_, x)| x.measure.as_deref())
+            .collect();
         for d in &def.derived {
-            let rate = checks::derived_rate(d, &report.values);
+            let inputs_ok = !flagged.contains(&d.numerator.as_str())
+                && d.denominator.iter().all(|(_, id)| !flagged.contains(&id.as_str()));
+            let rate = checks::derived_rate(d, &report.values).filter(|_| inputs_ok);
             report.derived.insert(d.id.clone(), rate);
         }
     }
@@ -121,7 +130,7 @@ fn judge(input: &Input, located: &Located, f: &mut Findings, report: &mut Report
                 }
                 None
             }
-            Some(row) => read_value(m, row.value_at, values::read(row.value.as_ref()), f),
+            Some(row) => read_value(m, row.value_at, row.value.as_ref(), f),
         };
         report.values.insert(m.id.clone(), value);
     }
@@ -136,10 +145,10 @@ fn judge(input: &Input, located: &Located, f: &mut Findings, report: &mut Report
 fn read_value(
     m: &crate::collection::Measure,
     at: CellRef,
-    reading: Reading,
+    cell: Option<&crate::workbook::Cell>,
     f: &mut Findings,
 ) -> Option<i64> {
-    match reading {
+    match values::read(cell) {
         Reading::Blank => {
             if m.required {
                 f.push(
@@ -167,8 +176,9 @@ fn read_value(
         Reading::Whole { value, from_text } => {
             if from_text {
                 f.push("IAPT-W03", Some(&m.id), Some(at), format!(
-                    "{} (cell {at}) was stored as text; it was read as the number {value}. Please format the Value cells as numbers in future returns.",
-                    m.id
+                    "{} (cell {at}) was stored as text (\"{}\"); it was read as the number {value}. Please format the Value cells as numbers in future returns.",
+                    m.id,
+                    cell.map_or(String::new(), |c| c.display().trim().to_string())
                 ));
             }
             Some(value)

@@ -108,7 +108,7 @@ pub(super) fn period(input: &Input, located: &Located, f: &mut Findings) -> Opti
             uk_day(window.closes)
         )),
         Window::Late => f.push("IAPT-W04", None, at, format!(
-            "This return for {label}{cell} arrived on {arrived}, after the deadline of {}. It has been accepted and marked late.",
+            "This return for {label}{cell} arrived on {arrived}, after the deadline of {}, so it is marked late.",
             uk_day(window.deadline)
         )),
     }

@@ -88,8 +88,9 @@ fn w04_late_but_accepted_and_not_before_the_deadline() {
     let r = good().now("2011-07-29T17:30:00+01:00").report();
     assert_eq!(found(&r), one("IAPT-W04", Some("B5")));
     assert_eq!(r.status, Status::Valid);
-    assert!(message(&r, "IAPT-W04")
-        .contains("arrived on 29 July 2011, after the deadline of 29 July 2011"));
+    assert!(message(&r, "IAPT-W04").contains(
+        "arrived on 29 July 2011, after the deadline of 29 July 2011, so it is marked late"
+    ));
     assert_eq!(found(&good().now("2011-07-29T16:59:00+01:00").report()), vec![]);
 }
 

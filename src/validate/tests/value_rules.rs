@@ -55,6 +55,8 @@ fn e02_every_kind_of_value_that_is_not_a_whole_number() {
 fn w03_number_stored_as_text_is_read_as_the_number() {
     let r = good().set(&cell_of("KPI4"), text(" 700 ")).report();
     assert_eq!(found(&r), one("IAPT-W03", Some("C15")));
+    assert!(message(&r, "IAPT-W03")
+        .contains("was stored as text (\"700\"); it was read as the number 700"));
     assert_eq!(r.values["KPI4"], Some(700));
     assert_eq!(r.status, Status::Valid);
     assert!(r.derived["access_rate"].is_some());
@@ -78,6 +80,8 @@ fn e04_kpi6_above_kpi5_minus_kpi6b() {
         message(&r, "IAPT-E04"),
         "KPI6 (cell C17) is 450 but KPI5 − KPI6b is 400 (1000 − 600): people moving to recovery cannot exceed those who completed treatment at caseness. Check KPI5, KPI6 and KPI6b."
     );
+    assert_eq!(r.derived["recovery_rate"], None, "no rate from figures that fail a check");
+    assert!(r.derived["access_rate"].is_some());
     let edge = good().value("KPI5", 1000.0).value("KPI6b", 600.0).value("KPI6", 400.0);
     assert_eq!(found(&edge.report()), vec![]);
 }
