@@ -45,6 +45,14 @@ pub(super) fn table_found(located: &Located, f: &mut Findings) -> bool {
             d.id, d.first, d.again
         ));
     }
+    let more = (located.unknown_total - located.unknown.len())
+        + (located.duplicates_total - located.duplicates.len());
+    if more > 0 {
+        f.push("IAPT-E20", None, None, format!(
+            "{more} more rows have ids that are unknown or repeated (only the first {} of each are listed). Keep one row for each measure ({ids}) and delete the others.",
+            crate::workbook::locate::MAX_LISTED
+        ));
+    }
     true
 }
 

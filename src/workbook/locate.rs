@@ -112,9 +112,21 @@ pub struct Located {
     pub table: Option<Table>,
     /// In sheet order.
     pub measures: Vec<MeasureRow>,
+    /// The first `MAX_LISTED` unknown rows, in sheet order.
     pub unknown: Vec<UnknownRow>,
+    /// The first `MAX_LISTED` repeated rows, in sheet order.
     pub duplicates: Vec<DuplicateRow>,
+    /// How many unknown and repeated rows there were in all (a hostile sheet can hold a
+    /// million; only the first few are kept).
+    pub unknown_total: usize,
+    pub duplicates_total: usize,
 }
+
+/// How many unknown or repeated rows are kept for reporting.
+pub const MAX_LISTED: usize = 20;
+
+/// Label and id cells are short; longer text is skipped without being normalised.
+const MAX_LABEL_LEN: usize = 80;
 
 impl Located {
     pub fn header(&self, field: HeaderField) -> Option<&HeaderValue> {
@@ -143,18 +155,23 @@ pub fn locate_sheet(sheet: &Sheet, measure_ids: &[&str]) -> Located {
         sheet.cells.range(CellRef::new(first_row, 0)..).filter(|(at, _)| at.col == table.id_col);
     for (&id_at, cell) in ids {
         let Cell::Text(written) = cell else { continue };
+        if written.len() > MAX_LABEL_LEN {
+            continue;
+        }
         let Some(canonical) = normalise_measure_id(written) else { continue };
         let written = written.trim().to_string();
         let Some(id) = measure_ids.iter().find(|m| m.eq_ignore_ascii_case(&canonical)) else {
-            located.unknown.push(UnknownRow { written, at: id_at });
+            located.unknown_total += 1;
+            if located.unknown.len() < MAX_LISTED {
+                located.unknown.push(UnknownRow { written, at: id_at });
+            }
             continue;
         };
-        if let Some(first) = located.measure(id) {
-            located.duplicates.push(DuplicateRow {
-                id: id.to_string(),
-                first: first.id_at,
-                again: id_at,
-            });
+        if let Some(first) = located.measure(id).map(|m| m.id_at) {
+            located.duplicates_total += 1;
+            if located.duplicates.len() < MAX_LISTED {
+                located.duplicates.push(DuplicateRow { id: id.to_string(), first, again: id_at });
+            }
             continue;
         }
         let value_at = CellRef::new(id_at.row, table.value_col);
@@ -182,6 +199,9 @@ pub fn header_fields(sheet: &Sheet) -> Vec<HeaderValue> {
     let mut found: Vec<HeaderValue> = Vec::new();
     for (&label_at, cell) in &sheet.cells {
         let Cell::Text(text) = cell else { continue };
+        if text.len() > MAX_LABEL_LEN {
+            continue;
+        }
         let label = normalise_label(text);
         let Some(field) =
             HeaderField::ALL.into_iter().find(|f| f.label().eq_ignore_ascii_case(&label))
@@ -216,6 +236,9 @@ fn normalise_label(text: &str) -> String {
 fn find_table(sheet: &Sheet) -> Option<Table> {
     for (&at, cell) in &sheet.cells {
         let Cell::Text(text) = cell else { continue };
+        if text.len() > MAX_LABEL_LEN {
+            continue;
+        }
         let label = normalise_label(text);
         let is_kpi_header =
             label == "kpi" || (label.starts_with("kpi ") && normalise_measure_id(&label).is_none());

@@ -193,3 +193,16 @@ fn measure_id_spellings() {
         assert_eq!(normalise_measure_id(written).as_deref(), want, "{written:?}");
     }
 }
+
+#[test]
+fn unknown_rows_are_counted_but_only_the_first_few_kept() {
+    let mut s = sheet(&[("A1", text("KPI")), ("B1", text("Value"))]);
+    for row in 1..=500u32 {
+        s.cells.insert(CellRef::new(row, 0), text("KPI1"));
+        s.cells.insert(CellRef::new(row + 1000, 0), text("KPI42"));
+    }
+    let l = locate_sheet(&s, IDS);
+    assert_eq!((l.duplicates_total, l.duplicates.len()), (499, MAX_LISTED));
+    assert_eq!((l.unknown_total, l.unknown.len()), (500, MAX_LISTED));
+    assert_eq!(l.measure("KPI1").map(|m| m.id_at), Some(at("A2")));
+}

@@ -138,3 +138,16 @@ fn derived_rates_need_valid_inputs_and_a_positive_denominator() {
     let r = good().value("KPI6", 0.0).report();
     assert_eq!(r.derived["recovery_rate"], Some(0.0));
 }
+
+#[test]
+fn e20_a_sheet_full_of_unknown_ids_gives_a_bounded_report() {
+    let mut case = good();
+    for row in 100..100_100u32 {
+        case.sheet.cells.insert(CellRef::new(row, 0), text("KPI99"));
+    }
+    let r = case.report();
+    let limit = crate::workbook::locate::MAX_LISTED;
+    assert_eq!(r.findings.len(), limit + 1);
+    assert!(r.findings.iter().all(|f| f.rule == "IAPT-E20"));
+    assert!(r.findings[0].message.starts_with(&format!("{} more rows", 100_000 - limit)));
+}
