@@ -1,0 +1,80 @@
+//! Small helpers over quick-xml shared by the xlsx and ods readers: attribute lookup by local
+//! name, text and entity collection, and mapping XML errors to `ReadError`. No format knowledge.
+
+use std::io::BufRead;
+
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::Reader;
+
+use crate::workbook::grid::ReadError;
+
+use super::zipped;
+
+/// The unescaped value of the attribute whose local name is `local` (any prefix).
+pub fn attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
+    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == local).and_then(|a| {
+        a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned())
+    })
+}
+
+/// Like [`attr`] but only for an attribute that carries a namespace prefix (`r:id`), so that
+/// `sheetId` and `id` on the same element are not confused.
+pub fn prefixed_attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.prefix().is_some() && a.key.local_name().as_ref() == local)
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned())
+        })
+}
+
+/// The element's local name (`x:row` → `row`).
+pub fn local(e: &BytesStart<'_>) -> String {
+    e.local_name().as_ref().to_string()
+}
+
+/// Appends the text an entity reference (`&amp;`, `&#x41;`) stands for.
+pub fn push_ref(out: &mut String, r: &BytesRef<'_>) {
+    if let Ok(Some(c)) = r.resolve_char_ref() {
+        out.push(c);
+        return;
+    }
+    let name = r.clone().into_inner();
+    match quick_xml::escape::resolve_predefined_entity(&name) {
+        Some(s) => out.push_str(s),
+        None => {
+            out.push('&');
+            out.push_str(&name);
+            out.push(';');
+        }
+    }
+}
+
+/// Appends the character data of a text-like event; returns false for other events.
+pub fn push_text(out: &mut String, event: &Event<'_>) -> bool {
+    match event {
+        Event::Text(t) => out.push_str(&t.xml10_content()),
+        Event::CData(t) => out.push_str(&t.xml10_content()),
+        Event::GeneralRef(r) => push_ref(out, r),
+        _ => return false,
+    }
+    true
+}
+
+/// A reader with the settings every part is parsed with.
+pub fn reader<R: BufRead>(inner: R) -> Reader<R> {
+    let mut reader = Reader::from_reader(inner);
+    reader.config_mut().check_end_names = false;
+    reader
+}
+
+/// Maps a parse error: the cap of a [`zipped::Capped`] reader → `TooLarge`, anything else →
+/// `Corrupt` naming the part.
+pub fn error(e: &quick_xml::Error, part: &str, limit: u64) -> ReadError {
+    if let quick_xml::Error::Io(io) = e {
+        if zipped::is_over_limit(io) {
+            return zipped::io_error(io, limit);
+        }
+    }
+    ReadError::Corrupt(format!("{part} is not well-formed XML: {e}"))
+}
