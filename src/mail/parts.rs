@@ -4,6 +4,8 @@
 
 use super::attachment::{safe_file_name, sniff_kind, Attachment};
 use super::inbound::{collapse, decode_8bit, DeliveryReport, BODY_LIMIT};
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 /// Forwarded messages are followed this deep (a forward of a forward of a forward); deeper
@@ -67,6 +69,8 @@ fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked, checks: &mu
             PartType::Text(text) | PartType::Html(text) => text.as_bytes(),
             PartType::Binary(bytes) | PartType::InlineBinary(bytes) => bytes,
         };
+        let recovered = part.is_encoding_problem.then(|| recover(part, bytes)).flatten();
+        let bytes = recovered.as_deref().unwrap_or(bytes);
         if walked.attachments.len() >= MAX_ATTACHMENTS {
             walked
                 .problems
@@ -74,6 +78,19 @@ fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked, checks: &mu
             return;
         }
         walked.attachments.push(attachment(part, bytes, depth, walked.attachments.len() + 1));
+    }
+}
+
+/// mail-parser reads a part it could not finish (a missing boundary, say) as raw text; when the
+/// part declared base64 or quoted-printable, decoding that text recovers the file as far as it
+/// came, which lets the validator say precisely what is wrong with it.
+fn recover(part: &MessagePart<'_>, raw: &[u8]) -> Option<Vec<u8>> {
+    let encoding = part.content_transfer_encoding()?.trim().to_ascii_lowercase();
+    let text = raw.trim_ascii();
+    match encoding.as_str() {
+        "base64" => base64_decode(text),
+        "quoted-printable" => quoted_printable_decode(text),
+        _ => None,
     }
 }
 
@@ -111,7 +128,7 @@ fn note_broken_parts(message: &Message<'_>, depth: usize, walked: &mut Walked, c
     for (index, part) in message.parts.iter().enumerate() {
         if part.is_encoding_problem {
             walked.problems.push(format!(
-                "part {index} (depth {depth}) could not be decoded and was read as raw text"
+                "part {index} (depth {depth}) was cut short or badly encoded; read as far as possible"
             ));
         }
         let boundary = match (&part.body, part.content_type()) {
