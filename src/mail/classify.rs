@@ -343,3 +343,7 @@ pub const DEFAULT_CONTENT_KEYWORDS: &[&str] = &[
     "include",
     "exclude",
 ];
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;

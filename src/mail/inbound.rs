@@ -299,3 +299,7 @@ fn quoted_id(body: &str) -> Option<String> {
         name.trim().eq_ignore_ascii_case("message-id").then(|| clean_id(value)).flatten()
     })
 }
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;
