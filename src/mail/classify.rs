@@ -5,6 +5,7 @@
 
 use super::attachment::AttachmentKind;
 use super::inbound::{is_daemon_address, Inbound};
+use super::route::{route, Route};
 use super::subject::{match_organisation, names_iapt, OrgMatch};
 use crate::collection::{Organisation, Registry, Submitter};
 use serde::Serialize;
@@ -85,16 +86,6 @@ pub enum SubjectProblem {
     Ambiguous(Vec<String>),
 }
 
-/// Who answers a question (SPEC §4 query routing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Route {
-    /// The Data Collection Team: submitting, files, the mailbox, deadlines, access, errors.
-    Technical,
-    /// The content contacts: definitions, what a KPI counts, caseness, recovery, guidance.
-    Content,
-}
-
 /// Subject openings of out-of-office and auto-responder replies from clients that set no
 /// header (older Exchange, many webmail vacation tools).
 const AUTO_REPLY_SUBJECTS: &[&str] = &[
@@ -144,7 +135,8 @@ pub fn classify(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Classification 
     let (attachments, unreadable) =
         (of_kind(AttachmentKind::Spreadsheet), of_kind(AttachmentKind::Tnef));
     if attachments.is_empty() && unreadable.is_empty() {
-        let (route, keywords) = route(inbound, ctx);
+        let (route, keywords) =
+            route(&inbound.subject, &inbound.body, ctx.technical_keywords, ctx.content_keywords);
         return Classification::Question { org, route, keywords };
     }
     let authorised = match (ctx.registry.get(&org), inbound.sender()) {
@@ -237,112 +229,6 @@ pub fn is_submitter(org: &Organisation, sender: &str) -> bool {
         Submitter::Domain(d) => !domain.is_empty() && d.eq_ignore_ascii_case(domain),
     })
 }
-
-/// Count each route's keywords in the subject and body; the larger count wins, and a tie
-/// (including no match at all) goes to the Data Collection Team, who are the default contact.
-fn route(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> (Route, Vec<String>) {
-    let text = format!("{}\n{}", inbound.subject, inbound.body);
-    let words: Vec<String> = keyword_words(&text);
-    let (technical, t_found) = count(&words, ctx.technical_keywords);
-    let (content, c_found) = count(&words, ctx.content_keywords);
-    if content > technical {
-        (Route::Content, c_found)
-    } else {
-        (Route::Technical, t_found)
-    }
-}
-
-fn keyword_words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
-}
-
-/// Occurrences of the keywords (phrases as runs of words; the last word may carry a plural
-/// `s`/`es`), and which keywords were found.
-fn count(words: &[String], keywords: &[String]) -> (usize, Vec<String>) {
-    let mut total = 0;
-    let mut found = Vec::new();
-    for keyword in keywords {
-        let phrase = keyword_words(keyword);
-        let Some((last, head)) = phrase.split_last() else { continue };
-        let hits = words
-            .windows(phrase.len())
-            .filter(|w| {
-                w[..head.len()] == *head && {
-                    let end = &w[head.len()];
-                    end == last
-                        || end.strip_prefix(last.as_str()).is_some_and(|s| s == "s" || s == "es")
-                }
-            })
-            .count();
-        if hits > 0 {
-            total += hits;
-            found.push(keyword.clone());
-        }
-    }
-    (total, found)
-}
-
-/// Routing keywords for a config that names none: what SPEC §4 lists for each route.
-pub const DEFAULT_TECHNICAL_KEYWORDS: &[&str] = &[
-    "submit",
-    "submitting",
-    "submission",
-    "resubmit",
-    "file",
-    "attachment",
-    "attached",
-    "spreadsheet",
-    "template",
-    "xlsx",
-    "csv",
-    "excel",
-    "mailbox",
-    "email",
-    "deadline",
-    "late",
-    "extension",
-    "access to",
-    "password",
-    "login",
-    "account",
-    "error",
-    "rejected",
-    "receipt",
-    "upload",
-    "format",
-    "winmail",
-];
-pub const DEFAULT_CONTENT_KEYWORDS: &[&str] = &[
-    "definition",
-    "define",
-    "defined",
-    "count",
-    "counted",
-    "caseness",
-    "recovery",
-    "recovered",
-    "measure",
-    "guidance",
-    "wording",
-    "referral",
-    "referred",
-    "entered treatment",
-    "completed treatment",
-    "waiting",
-    "waited",
-    "sick pay",
-    "benefits",
-    "prevalence",
-    "access rate",
-    "recovery rate",
-    "denominator",
-    "numerator",
-    "include",
-    "exclude",
-];
 
 #[cfg(test)]
 #[path = "classify_tests.rs"]

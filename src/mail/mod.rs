@@ -10,9 +10,11 @@ pub mod attachment;
 pub mod classify;
 pub mod inbound;
 mod parts;
+pub mod route;
 pub mod subject;
 
 pub use attachment::{Attachment, AttachmentKind};
-pub use classify::{classify, AutoReason, Classification, ClassifyContext, Route, SubjectProblem};
+pub use classify::{classify, AutoReason, Classification, ClassifyContext, SubjectProblem};
 pub use inbound::{AutoSignals, DeliveryReport, Inbound, Mailbox};
+pub use route::Route;
 pub use subject::{match_organisation, names_iapt, OrgMatch};
