@@ -125,7 +125,10 @@ fn is_ods(bytes: &[u8]) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    match needle.first() {
+        Some(&first) => haystack.windows(needle.len()).any(|w| w[0] == first && w == needle),
+        None => true,
+    }
 }
 
 /// Types a client may give a spreadsheet: its own, a generic binary or zip type, plain text

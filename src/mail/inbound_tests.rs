@@ -159,3 +159,17 @@ fn a_person_writing_is_not_a_report() {
     let m = parse("From: ann@leeds.test\nSubject: hi\n\nMessage-ID: in my text\n");
     assert!(m.report.is_none());
 }
+
+#[test]
+fn only_the_multipart_left_open_is_reported() {
+    let m = parse(
+        "From: a@b.test\nContent-Type: multipart/mixed; boundary=\"outer\"\n\n\
+         --outer\nContent-Type: multipart/alternative; boundary=\"inner\"\n\n\
+         --inner\nContent-Type: text/plain\n\nhello\n--inner--  \n\
+         --outer\nContent-Type: text/csv; name=\"r.csv\"\n\nKPI1,1\n",
+    );
+    let open: Vec<&String> = m.problems.iter().filter(|p| p.contains("closing boundary")).collect();
+    assert_eq!(open.len(), 1, "{:?}", m.problems);
+    assert!(open[0].starts_with("multipart part 0 "), "{open:?}");
+    assert_eq!(m.attachments.len(), 1);
+}

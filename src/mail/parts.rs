@@ -13,8 +13,8 @@ use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 pub const MAX_DEPTH: usize = 3;
 /// More attachments than any real return message carries; the rest are noted, not kept.
 pub const MAX_ATTACHMENTS: usize = 100;
-/// Unclosed-boundary checks scan the message; a hostile message with thousands of multiparts
-/// gets only this many scans.
+/// Multiparts per message whose closing delimiter is looked for; a hostile message with
+/// thousands of them has only this many checked.
 const MAX_BOUNDARY_CHECKS: usize = 20;
 
 #[derive(Default)]
@@ -29,8 +29,7 @@ pub(super) struct Walked {
 
 pub(super) fn walk(message: &Message<'_>) -> Walked {
     let mut walked = Walked { body: body(message), ..Walked::default() };
-    let mut boundary_checks = 0;
-    collect(message, 0, &mut walked, &mut boundary_checks);
+    collect(message, 0, &mut walked);
     walked.report = report(message);
     walked
 }
@@ -47,8 +46,8 @@ fn body(message: &Message<'_>) -> String {
     text
 }
 
-fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked, checks: &mut usize) {
-    note_broken_parts(message, depth, walked, checks);
+fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked) {
+    note_broken_parts(message, depth, walked);
     for &id in &message.attachments {
         let Some(part) = message.parts.get(id as usize) else { continue };
         let bytes: &[u8] = match &part.body {
@@ -61,7 +60,7 @@ fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked, checks: &mu
                         "forwarded message nested deeper than {MAX_DEPTH} levels was not opened"
                     ));
                 } else {
-                    collect(nested, depth + 1, walked, checks);
+                    collect(nested, depth + 1, walked);
                 }
                 continue;
             }
@@ -120,33 +119,39 @@ fn content_type(part: &MessagePart<'_>) -> String {
         .to_ascii_lowercase()
 }
 
-/// Parts mail-parser had to recover, and multiparts whose closing boundary never comes
-/// (RFC 2046 §5.1.1 requires `--boundary--`): the message is still used, and the audit trail
-/// says it was damaged.
-fn note_broken_parts(message: &Message<'_>, depth: usize, walked: &mut Walked, checks: &mut usize) {
-    let raw = message.raw_message();
+/// Parts mail-parser had to recover, and multiparts whose closing delimiter never comes
+/// (RFC 2046 §5.1.1 requires a `--boundary--` line): the message is still used, and the audit
+/// trail says it was damaged. One pass over the lines finds every closing delimiter, so a
+/// hostile message with many multiparts costs no more than a few.
+fn note_broken_parts(message: &Message<'_>, depth: usize, walked: &mut Walked) {
+    let mut open: Vec<(usize, String)> = Vec::new();
     for (index, part) in message.parts.iter().enumerate() {
         if part.is_encoding_problem {
             walked.problems.push(format!(
                 "part {index} (depth {depth}) was cut short or badly encoded; read as far as possible"
             ));
         }
-        let boundary = match (&part.body, part.content_type()) {
-            (PartType::Multipart(_), Some(ct)) => ct.attribute("boundary"),
-            _ => None,
-        };
-        let Some(boundary) = boundary else { continue };
-        if *checks >= MAX_BOUNDARY_CHECKS {
-            continue;
+        if let (PartType::Multipart(_), Some(ct)) = (&part.body, part.content_type()) {
+            if let Some(boundary) = ct.attribute("boundary") {
+                if open.len() < MAX_BOUNDARY_CHECKS {
+                    open.push((index, format!("--{boundary}--")));
+                }
+            }
         }
-        *checks += 1;
-        let closing = format!("--{boundary}--");
-        let scope = raw.get(part.offset_body as usize..).unwrap_or_default();
-        if !scope.windows(closing.len()).any(|w| w == closing.as_bytes()) {
-            walked.problems.push(format!(
-                "multipart part {index} (depth {depth}) has no closing boundary; the message may be cut short"
-            ));
+    }
+    if open.is_empty() {
+        return;
+    }
+    for line in message.raw_message().split(|&b| b == b'\n') {
+        if line.starts_with(b"--") {
+            let line = line.trim_ascii_end();
+            open.retain(|(_, closing)| line != closing.as_bytes());
         }
+    }
+    for (index, _) in open {
+        walked.problems.push(format!(
+            "multipart part {index} (depth {depth}) has no closing boundary; the message may be cut short"
+        ));
     }
 }
 
