@@ -114,7 +114,10 @@ impl Inbound {
     /// Read a raw RFC 5322 message. Never fails: unreadable input gives an `Inbound` with empty
     /// fields and a problem saying so.
     pub fn parse(raw: &[u8]) -> Inbound {
-        let Some(message) = MessageParser::new().parse(raw) else {
+        let deep = nesting_markers_exceed(raw, NESTING_MARKERS_LIMIT);
+        let parser = MessageParser::new();
+        let parsed = if deep { parser.parse_headers(raw) } else { parser.parse(raw) };
+        let Some(message) = parsed else {
             return Inbound {
                 problems: vec!["no message headers could be read".to_string()],
                 ..Inbound::default()
@@ -141,6 +144,12 @@ impl Inbound {
             if !present {
                 inbound.problems.push(format!("no readable {what}"));
             }
+        }
+        if deep {
+            inbound.problems.push(format!(
+                "more than {NESTING_MARKERS_LIMIT} nested-message markers; only the headers were read"
+            ));
+            return inbound;
         }
         let walked = parts::walk(&message);
         inbound.body = walked.body;
@@ -170,6 +179,29 @@ impl Inbound {
         self.signals.extra_headers.iter().any(|h| h == "X-Failed-Recipients")
             || self.sender().is_some_and(is_daemon_address)
     }
+}
+
+/// mail-parser nests `message/rfc822`, `message/global` and `multipart/digest` parts without a
+/// limit, and dropping a message nested tens of thousands deep overflows the stack. Every level
+/// needs one of these words in a content type, so a message holding more of them than this is
+/// read for its headers only. Real mail holds a handful.
+const NESTING_MARKERS_LIMIT: usize = 256;
+
+/// Whether `raw` holds more than `limit` of the words `rfc822`, `global`, `digest` (any case).
+fn nesting_markers_exceed(raw: &[u8], limit: usize) -> bool {
+    const MARKERS: [&[u8; 6]; 3] = [b"rfc822", b"global", b"digest"];
+    let mut seen = 0;
+    for window in raw.windows(6) {
+        if matches!(window[0] | 0x20, b'r' | b'g' | b'd')
+            && MARKERS.iter().any(|m| window.eq_ignore_ascii_case(&m[..]))
+        {
+            seen += 1;
+            if seen > limit {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// MAILER-DAEMON and postmaster (RFC 5321 §4.5.1) send bounces, never questions or returns.

@@ -173,3 +173,22 @@ fn only_the_multipart_left_open_is_reported() {
     assert!(open[0].starts_with("multipart part 0 "), "{open:?}");
     assert_eq!(m.attachments.len(), 1);
 }
+
+#[test]
+fn deeply_nested_messages_do_not_overflow_the_stack() {
+    let bomb = "From: a@b.test\nContent-Type: message/rfc822\n\n".repeat(50_000)
+        + "From: z@b.test\n\nend\n";
+    let m = parse(&bomb);
+    assert_eq!(m.sender(), Some("a@b.test"));
+    assert!(m.problems.iter().any(|p| p.contains("only the headers")), "{:?}", m.problems);
+    let digests =
+        "From: a@b.test\nContent-Type: Multipart/Digest; boundary=\"d\"\n\n--d\n\n".repeat(20_000);
+    let m = parse(&digests);
+    assert!(m.problems.iter().any(|p| p.contains("only the headers")), "{:?}", m.problems);
+}
+
+#[test]
+fn a_few_nesting_words_are_normal_mail() {
+    assert!(!nesting_markers_exceed(b"Content-Type: message/rfc822; a GLOBAL digest", 3));
+    assert!(nesting_markers_exceed(b"rfc822 Global DIGEST rfc822", 3));
+}
