@@ -106,6 +106,12 @@ pub struct Inbound {
     pub problems: Vec<String>,
 }
 
+/// Longest subject kept, in characters: far past any real subject (RFC 5322 lines stop at 998),
+/// and it bounds the cost of matching names in a hostile one.
+pub const SUBJECT_LIMIT: usize = 1000;
+/// Most `X-Loop` values kept; a real message carries one or two.
+const SIGNAL_VALUES_LIMIT: usize = 32;
+
 /// Longest body kept: enough to route any real question, small enough that a hostile 25 MB text
 /// body is not copied around.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -250,7 +256,11 @@ fn subject(message: &Message<'_>) -> String {
         }
         _ => message.subject().unwrap_or_default().to_string(),
     };
-    collapse(&decoded)
+    let mut subject = collapse(&decoded);
+    if let Some((cut, _)) = subject.char_indices().nth(SUBJECT_LIMIT) {
+        subject.truncate(cut);
+    }
+    subject
 }
 
 fn raw_header<'m>(message: &'m Message<'_>, name: &HeaderName<'_>) -> Option<&'m [u8]> {
@@ -311,7 +321,9 @@ fn signals(message: &Message<'_>) -> AutoSignals {
             let path = value.trim().trim_start_matches('<').trim_end_matches('>').trim();
             first(&mut signals.return_path, path.to_string());
         } else if name.eq_ignore_ascii_case("X-Loop") {
-            signals.x_loop.push(value);
+            if signals.x_loop.len() < SIGNAL_VALUES_LIMIT {
+                signals.x_loop.push(value);
+            }
         } else if let Some(extra) = EXTRA_AUTO_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h))
         {
             if !signals.extra_headers.iter().any(|h| h == extra) {

@@ -192,3 +192,12 @@ fn a_few_nesting_words_are_normal_mail() {
     assert!(!nesting_markers_exceed(b"Content-Type: message/rfc822; a GLOBAL digest", 3));
     assert!(nesting_markers_exceed(b"rfc822 Global DIGEST rfc822", 3));
 }
+
+#[test]
+fn hostile_subjects_and_header_floods_are_capped() {
+    let long = format!("From: a@b.test\nSubject: IAPT {}\n\nx\n", "Leeds ".repeat(100_000));
+    let m = parse(&long);
+    assert_eq!(m.subject.chars().count(), SUBJECT_LIMIT);
+    let flood = format!("From: a@b.test\n{}\nx\n", "X-Loop: a@b.test\n".repeat(10_000));
+    assert_eq!(parse(&flood).signals.x_loop.len(), SIGNAL_VALUES_LIMIT);
+}
