@@ -1,0 +1,235 @@
+//! What a message is, exactly as SPEC §4's table: automatic mail, a subject-rule failure, a
+//! submission, an unauthorised submission, or a question with its route. Owns the order of the
+//! checks and the keyword routing; duplicates are not decided here (the store knows what it has
+//! seen) and nothing is answered here (`reply` and `pipeline` do that).
+
+use super::attachment::AttachmentKind;
+use super::inbound::{is_daemon_address, Inbound};
+use super::route::{route, Route};
+use super::subject::{match_organisation, names_iapt, OrgMatch};
+use crate::collection::{Organisation, Registry, Submitter};
+use serde::Serialize;
+
+/// What `classify` needs besides the message.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifyContext<'a> {
+    pub registry: &'a Registry,
+    /// Our own addresses (the mailbox, the From of our replies), any case.
+    pub our_addresses: &'a [String],
+    /// The domain of the Message-IDs we make (`…@intake.example`).
+    pub message_id_domain: &'a str,
+    /// The `X-Loop` value our replies carry.
+    pub loop_marker: &'a str,
+    /// Routing keywords from config (`[routing]`), words or phrases, any case.
+    pub technical_keywords: &'a [String],
+    pub content_keywords: &'a [String],
+}
+
+/// The row of SPEC §4's table a message falls in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "class", rename_all = "snake_case")]
+pub enum Classification {
+    /// Filed, never answered. `bounce_of` is the Message-ID of one of our own messages that a
+    /// delivery failure reports on, so the pipeline can record it against that reply.
+    Automatic { reason: AutoReason, bounce_of: Option<String> },
+    /// Answered with the subject-line rule and an example subject.
+    SubjectRule { reason: SubjectProblem },
+    /// An authorised sender's return: `attachments` are the indexes (into
+    /// `Inbound::attachments`) of the spreadsheets to validate, `unreadable` those of TNEF
+    /// wrappers (`winmail.dat`) whose sender is asked for a normal attachment. One reply covers
+    /// both lists.
+    Submission { org: String, attachments: Vec<usize>, unreadable: Vec<usize> },
+    /// A return from an address that is not a submitter of `org`: held for review with these
+    /// attachments, the Data Collection Team notified.
+    Unauthorised { org: String, attachments: Vec<usize> },
+    /// IAPT and an organisation but no return attached: forwarded by `route`; `keywords` are the
+    /// chosen route's keywords found (empty when nothing matched and the default route applied).
+    Question { org: String, route: Route, keywords: Vec<String> },
+}
+
+/// Why a message counts as automatic; the first sign found, in the order of [`classify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum AutoReason {
+    /// An `X-Loop` header carries our marker: our own mail came back.
+    OurLoop,
+    /// The Message-ID is one we made.
+    OurMessageId,
+    /// From one of our own addresses.
+    FromUs,
+    /// A `multipart/report` (its report-type) or a free-form bounce (`bounce`).
+    Report(String),
+    /// From MAILER-DAEMON or postmaster.
+    DaemonSender(String),
+    /// `Return-Path: <>`.
+    NullReturnPath,
+    /// `Auto-Submitted` other than `no`.
+    AutoSubmitted(String),
+    /// `Precedence: bulk`, `junk`, `list` or `auto_reply`.
+    Precedence(String),
+    ListId(String),
+    /// One of the decisive non-standard headers, by name.
+    AutoReplyHeader(String),
+    /// A subject starting the way out-of-office replies do (`Automatic reply:`).
+    AutoReplySubject,
+    /// No From address could be read: there is nobody to answer, so it is filed like automatic
+    /// mail.
+    NoSender,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", content = "codes", rename_all = "snake_case")]
+pub enum SubjectProblem {
+    NoIapt,
+    NoOrganisation,
+    /// The subject names several organisations (codes): the sender is asked to add the code.
+    Ambiguous(Vec<String>),
+}
+
+/// Subject openings of out-of-office and auto-responder replies from clients that set no
+/// header (older Exchange, many webmail vacation tools).
+const AUTO_REPLY_SUBJECTS: &[&str] = &[
+    "automatic reply:",
+    "auto reply:",
+    "auto-reply:",
+    "autoreply:",
+    "auto response:",
+    "auto-response:",
+    "out of office:",
+    "out of office autoreply:",
+    "out of the office:",
+];
+
+/// Decide what `inbound` is. The checks run in SPEC §4's order, automatic mail first, so
+/// nothing automatic is ever answered. Then the subject rule, so a return whose subject lacks
+/// IAPT or a single organisation gets the rule explained (whoever sent it and whatever is
+/// attached: the sender can fix the subject and resend). Then, with IAPT and one organisation:
+/// spreadsheets or TNEF attached make a submission, authorised against the organisation's
+/// submitters (an unauthorised one is held); nothing of the kind makes a question, which anyone
+/// may ask, so questions are not authorised.
+pub fn classify(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Classification {
+    if let Some(reason) = automatic(inbound, ctx) {
+        return Classification::Automatic { reason, bounce_of: bounce_of(inbound, ctx) };
+    }
+    if !names_iapt(&inbound.subject) {
+        return Classification::SubjectRule { reason: SubjectProblem::NoIapt };
+    }
+    let org = match match_organisation(&inbound.subject, ctx.registry) {
+        OrgMatch::One(code) => code,
+        OrgMatch::None => {
+            return Classification::SubjectRule { reason: SubjectProblem::NoOrganisation }
+        }
+        OrgMatch::Ambiguous(codes) => {
+            return Classification::SubjectRule { reason: SubjectProblem::Ambiguous(codes) }
+        }
+    };
+    let of_kind = |kind: AttachmentKind| -> Vec<usize> {
+        inbound
+            .attachments
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.kind == kind)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (attachments, unreadable) =
+        (of_kind(AttachmentKind::Spreadsheet), of_kind(AttachmentKind::Tnef));
+    if attachments.is_empty() && unreadable.is_empty() {
+        let (route, keywords) =
+            route(&inbound.subject, &inbound.body, ctx.technical_keywords, ctx.content_keywords);
+        return Classification::Question { org, route, keywords };
+    }
+    let authorised = match (ctx.registry.get(&org), inbound.sender()) {
+        (Some(organisation), Some(sender)) => is_submitter(organisation, sender),
+        _ => false,
+    };
+    if authorised {
+        Classification::Submission { org, attachments, unreadable }
+    } else {
+        Classification::Unauthorised { org, attachments: [attachments, unreadable].concat() }
+    }
+}
+
+/// The first sign of automatic mail, ours first (a loop is the costliest mistake), then the
+/// SPEC §4 list, then the well-known extras: `X-Autoreply`, `X-Autorespond`,
+/// `X-Failed-Recipients`, `Precedence: auto_reply` and out-of-office subjects.
+/// `X-MS-Exchange-Inbox-Rules-Loop` is recorded but not decisive: an inbox rule may redirect a
+/// person's real return from a shared mailbox, and dropping that silently is worse than
+/// answering a rule once.
+fn automatic(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Option<AutoReason> {
+    let s = &inbound.signals;
+    let marker = ctx.loop_marker.trim();
+    if !marker.is_empty() && s.x_loop.iter().any(|v| v.trim().eq_ignore_ascii_case(marker)) {
+        return Some(AutoReason::OurLoop);
+    }
+    if inbound.message_id.as_deref().is_some_and(|id| is_ours(id, ctx)) {
+        return Some(AutoReason::OurMessageId);
+    }
+    let sender = inbound.sender().unwrap_or_default();
+    if ctx.our_addresses.iter().any(|a| a.trim().eq_ignore_ascii_case(sender)) {
+        return Some(AutoReason::FromUs);
+    }
+    if let Some(report) = &inbound.report {
+        let kind = report.report_type.clone().unwrap_or_else(|| "bounce".to_string());
+        return Some(AutoReason::Report(kind));
+    }
+    if is_daemon_address(sender) {
+        return Some(AutoReason::DaemonSender(sender.to_string()));
+    }
+    if s.return_path.as_deref() == Some("") {
+        return Some(AutoReason::NullReturnPath);
+    }
+    if let Some(value) = s.auto_submitted.as_ref().filter(|v| !v.is_empty() && *v != "no") {
+        return Some(AutoReason::AutoSubmitted(value.clone()));
+    }
+    if let Some(value) = s
+        .precedence
+        .as_ref()
+        .filter(|v| matches!(v.as_str(), "bulk" | "junk" | "list" | "auto_reply"))
+    {
+        return Some(AutoReason::Precedence(value.clone()));
+    }
+    if let Some(list) = s.list_id.as_ref().filter(|v| !v.is_empty()) {
+        return Some(AutoReason::ListId(list.clone()));
+    }
+    let decisive = ["X-Autoreply", "X-Autorespond", "X-Failed-Recipients"];
+    if let Some(name) = s.extra_headers.iter().find(|h| decisive.contains(&h.as_str())) {
+        return Some(AutoReason::AutoReplyHeader(name.clone()));
+    }
+    let subject = inbound.subject.to_lowercase();
+    if AUTO_REPLY_SUBJECTS.iter().any(|p| subject.starts_with(p)) {
+        return Some(AutoReason::AutoReplySubject);
+    }
+    inbound.sender().is_none().then_some(AutoReason::NoSender)
+}
+
+/// The Message-ID of our own message that a delivery failure reports on. Read receipts and
+/// delay notices are not failures, and a report on someone else's message is not ours to record.
+fn bounce_of(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Option<String> {
+    let report = inbound.report.as_ref().filter(|r| r.is_failure())?;
+    report.original_message_id.clone().filter(|id| is_ours(id, ctx))
+}
+
+fn is_ours(message_id: &str, ctx: &ClassifyContext<'_>) -> bool {
+    let domain = ctx.message_id_domain.trim();
+    !domain.is_empty()
+        && message_id
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.trim_end_matches('>').eq_ignore_ascii_case(domain))
+}
+
+/// Whether `sender` (lower-cased) may submit for `org`: its exact address, or any address at
+/// a listed domain (the domain itself, not its subdomains: `@leeds.nhs.test` does not admit
+/// `x@mail.leeds.nhs.test`, so a registry entry admits exactly what it says).
+pub fn is_submitter(org: &Organisation, sender: &str) -> bool {
+    let sender = sender.trim().to_lowercase();
+    let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    org.submitters.iter().any(|s| match s {
+        Submitter::Address(address) => address.eq_ignore_ascii_case(&sender),
+        Submitter::Domain(d) => !domain.is_empty() && d.eq_ignore_ascii_case(domain),
+    })
+}
+
+#[cfg(test)]
+#[path = "classify_tests.rs"]
+mod tests;

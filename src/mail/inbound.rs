@@ -1,0 +1,349 @@
+//! One inbound message as the rest of the daemon sees it: who sent it, its subject, threading
+//! ids, the signs of automatic mail, a plain-text body and every attachment. Parsing never fails:
+//! whatever could not be read is listed in [`Inbound::problems`] and the rest is kept.
+//!
+//! Owns header reading only; the MIME tree walk lives in `parts`, names and kinds in
+//! `attachment`. Decisions about what the message *is* belong to `classify`.
+
+use super::attachment::Attachment;
+use super::parts;
+use chrono::{DateTime, FixedOffset};
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser};
+use serde::Serialize;
+
+/// A sender or recipient: the address lower-cased (how the registry stores submitters) and the
+/// display name as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mailbox {
+    pub address: String,
+    pub name: Option<String>,
+}
+
+/// The header signs of automatic mail, as found (values lower-cased and trimmed). `classify`
+/// decides what they mean; keeping the raw signs lets the store show *why* mail went unanswered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AutoSignals {
+    /// `Auto-Submitted` (RFC 3834 §5): `no` means a person sent it; anything else is automatic.
+    pub auto_submitted: Option<String>,
+    /// `Precedence` (RFC 3834 §3.1.8 names `bulk`, `junk`, `list`).
+    pub precedence: Option<String>,
+    /// `List-Id` (RFC 2919).
+    pub list_id: Option<String>,
+    /// `Return-Path` without the angle brackets; `Some("")` is the null path `<>` that delivery
+    /// reports carry (RFC 5321 §4.5.5).
+    pub return_path: Option<String>,
+    /// Every `X-Loop` value (the loop marker convention of many list and auto-reply programs).
+    pub x_loop: Vec<String>,
+    /// Names of the well-known non-standard headers present (see [`EXTRA_AUTO_HEADERS`]).
+    pub extra_headers: Vec<String>,
+}
+
+/// Non-standard headers that automatic senders add, recorded by name. Which of them `classify`
+/// treats as decisive is documented there.
+pub const EXTRA_AUTO_HEADERS: &[&str] = &[
+    // vacation programs and many helpdesk tools
+    "X-Autoreply",
+    "X-Autorespond",
+    // Exim and others on their bounces
+    "X-Failed-Recipients",
+    // Exchange marks mail produced or redirected by an inbox rule
+    "X-MS-Exchange-Inbox-Rules-Loop",
+];
+
+/// A delivery or read report (`multipart/report`, RFC 6522), or a bounce in an older free form
+/// (from MAILER-DAEMON or with `X-Failed-Recipients`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryReport {
+    /// `report-type` of the `multipart/report`: `delivery-status` (RFC 3464),
+    /// `disposition-notification` (a read receipt, RFC 8098)…; `None` for a free-form bounce.
+    pub report_type: Option<String>,
+    /// The per-recipient `Action:` values of a delivery status (`failed`, `delayed`,
+    /// `delivered`, `relayed`, `expanded`), lower-cased.
+    pub actions: Vec<String>,
+    /// Message-ID of the message reported on, from the enclosed `message/rfc822` or
+    /// `text/rfc822-headers` part (or, for a free-form bounce, a quoted `Message-ID:` line).
+    pub original_message_id: Option<String>,
+}
+
+impl DeliveryReport {
+    /// True when the report says a message could not be delivered: a delivery status with a
+    /// `failed` action, or one whose actions could not be read (a bounce that is hard to read is
+    /// still a bounce), or a free-form bounce.
+    pub fn is_failure(&self) -> bool {
+        match self.report_type.as_deref() {
+            None => true,
+            Some("delivery-status") | Some("global-delivery-status") => {
+                self.actions.is_empty() || self.actions.iter().any(|a| a == "failed")
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+/// A parsed inbound message. Every field is best effort; see `problems`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Inbound {
+    /// Message-ID without the angle brackets.
+    pub message_id: Option<String>,
+    pub from: Option<Mailbox>,
+    pub reply_to: Vec<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    /// Decoded (RFC 2047, any charset; raw 8-bit read as Windows-1252), whitespace collapsed.
+    pub subject: String,
+    pub date: Option<DateTime<FixedOffset>>,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub signals: AutoSignals,
+    pub report: Option<DeliveryReport>,
+    /// The first text body (HTML turned into text when there is no plain part), at most
+    /// [`BODY_LIMIT`] bytes.
+    pub body: String,
+    pub attachments: Vec<Attachment>,
+    /// What could not be read, in words for the audit trail: broken MIME, undecodable parts,
+    /// missing headers, limits reached.
+    pub problems: Vec<String>,
+}
+
+/// Longest subject kept, in characters: far past any real subject (RFC 5322 lines stop at 998),
+/// and it bounds the cost of matching names in a hostile one.
+pub const SUBJECT_LIMIT: usize = 1000;
+/// Most `X-Loop` values kept; a real message carries one or two.
+const SIGNAL_VALUES_LIMIT: usize = 32;
+
+/// Longest body kept: enough to route any real question, small enough that a hostile 25 MB text
+/// body is not copied around.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+impl Inbound {
+    /// Read a raw RFC 5322 message. Never fails: unreadable input gives an `Inbound` with empty
+    /// fields and a problem saying so.
+    pub fn parse(raw: &[u8]) -> Inbound {
+        let deep = nesting_markers_exceed(raw, NESTING_MARKERS_LIMIT);
+        let parser = MessageParser::new();
+        let parsed = if deep { parser.parse_headers(raw) } else { parser.parse(raw) };
+        let Some(message) = parsed else {
+            return Inbound {
+                problems: vec!["no message headers could be read".to_string()],
+                ..Inbound::default()
+            };
+        };
+        let mut inbound = Inbound {
+            message_id: message.message_id().and_then(clean_id),
+            from: message.from().and_then(|a| mailboxes(a).into_iter().next()),
+            reply_to: message.reply_to().map(mailboxes).unwrap_or_default(),
+            to: message.to().map(mailboxes).unwrap_or_default(),
+            cc: message.cc().map(mailboxes).unwrap_or_default(),
+            subject: subject(&message),
+            date: message.date().and_then(|d| DateTime::parse_from_rfc3339(&d.to_rfc3339()).ok()),
+            in_reply_to: ids(message.in_reply_to()),
+            references: ids(message.references()),
+            signals: signals(&message),
+            ..Inbound::default()
+        };
+        for (present, what) in [
+            (inbound.message_id.is_some(), "Message-ID"),
+            (inbound.from.is_some(), "From address"),
+            (inbound.date.is_some(), "Date"),
+        ] {
+            if !present {
+                inbound.problems.push(format!("no readable {what}"));
+            }
+        }
+        if deep {
+            inbound.problems.push(format!(
+                "more than {NESTING_MARKERS_LIMIT} nested-message markers; only the headers were read"
+            ));
+            return inbound;
+        }
+        let walked = parts::walk(&message);
+        inbound.body = walked.body;
+        inbound.attachments = walked.attachments;
+        inbound.report = walked.report;
+        inbound.problems.extend(walked.problems);
+        if inbound.report.is_none() && inbound.looks_like_free_form_bounce() {
+            inbound.report = Some(DeliveryReport {
+                report_type: None,
+                actions: Vec::new(),
+                original_message_id: walked
+                    .enclosed_message_id
+                    .or_else(|| quoted_id(&inbound.body)),
+            });
+        }
+        inbound
+    }
+
+    /// The sender's address, lower-cased, if the From header could be read.
+    pub fn sender(&self) -> Option<&str> {
+        self.from.as_ref().map(|m| m.address.as_str())
+    }
+
+    /// Older MTAs bounce with a plain message from MAILER-DAEMON instead of a
+    /// `multipart/report`; Exim adds `X-Failed-Recipients` to those.
+    fn looks_like_free_form_bounce(&self) -> bool {
+        self.signals.extra_headers.iter().any(|h| h == "X-Failed-Recipients")
+            || self.sender().is_some_and(is_daemon_address)
+    }
+}
+
+/// mail-parser nests `message/rfc822`, `message/global` and `multipart/digest` parts without a
+/// limit, and dropping a message nested tens of thousands deep overflows the stack. Every level
+/// needs one of these words in a content type, so a message holding more of them than this is
+/// read for its headers only. Real mail holds a handful.
+const NESTING_MARKERS_LIMIT: usize = 256;
+
+/// Whether `raw` holds more than `limit` of the words `rfc822`, `global`, `digest` (any case).
+fn nesting_markers_exceed(raw: &[u8], limit: usize) -> bool {
+    const MARKERS: [&[u8; 6]; 3] = [b"rfc822", b"global", b"digest"];
+    let mut seen = 0;
+    for window in raw.windows(6) {
+        if matches!(window[0] | 0x20, b'r' | b'g' | b'd')
+            && MARKERS.iter().any(|m| window.eq_ignore_ascii_case(&m[..]))
+        {
+            seen += 1;
+            if seen > limit {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// MAILER-DAEMON and postmaster (RFC 5321 §4.5.1) send bounces, never questions or returns.
+pub fn is_daemon_address(address: &str) -> bool {
+    let local = address.split('@').next().unwrap_or_default();
+    local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
+}
+
+fn mailboxes(address: &Address<'_>) -> Vec<Mailbox> {
+    address
+        .iter()
+        .filter_map(|a| {
+            let addr = a.address.as_deref()?.trim().to_lowercase();
+            let name = a.name.as_deref().map(collapse).filter(|n| !n.is_empty());
+            (!addr.is_empty()).then_some(Mailbox { address: addr, name })
+        })
+        .collect()
+}
+
+fn ids(value: &HeaderValue<'_>) -> Vec<String> {
+    match value {
+        HeaderValue::Text(t) => clean_id(t).into_iter().collect(),
+        HeaderValue::TextList(list) => list.iter().filter_map(|t| clean_id(t)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn clean_id(id: &str) -> Option<String> {
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// The subject, decoded. mail-parser decodes RFC 2047 words (split words and mixed charsets
+/// included) but reads raw 8-bit bytes as UTF-8 with replacement characters; old clients send
+/// Windows-1252 there, so such a subject is decoded as Windows-1252 first and its encoded words
+/// after.
+fn subject(message: &Message<'_>) -> String {
+    let decoded = match raw_header(message, &HeaderName::Subject) {
+        Some(raw) if std::str::from_utf8(raw).is_err() => {
+            let text = decode_8bit(raw);
+            let synthetic = format!("Subject:{text}\r\n\r\n");
+            MessageParser::new()
+                .parse_headers(synthetic.as_bytes())
+                .and_then(|m| m.subject().map(str::to_string))
+                .unwrap_or(text)
+        }
+        _ => message.subject().unwrap_or_default().to_string(),
+    };
+    let mut subject = collapse(&decoded);
+    if let Some((cut, _)) = subject.char_indices().nth(SUBJECT_LIMIT) {
+        subject.truncate(cut);
+    }
+    subject
+}
+
+fn raw_header<'m>(message: &'m Message<'_>, name: &HeaderName<'_>) -> Option<&'m [u8]> {
+    message
+        .headers()
+        .iter()
+        .find(|h| &h.name == name)
+        .and_then(|h| message.raw_message().get(h.offset_start as usize..h.offset_end as usize))
+}
+
+/// Raw header bytes as text: UTF-8 when valid (RFC 6532), otherwise Windows-1252.
+pub(crate) fn decode_8bit(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(text) => text.to_string(),
+        Err(_) => match charset_decoder(b"windows-1252") {
+            Some(decode) => decode(raw),
+            None => String::from_utf8_lossy(raw).into_owned(),
+        },
+    }
+}
+
+/// Unfold and collapse whitespace; drop control characters.
+pub(crate) fn collapse(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()) {
+        if !word.is_empty() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+fn signals(message: &Message<'_>) -> AutoSignals {
+    let mut signals = AutoSignals::default();
+    for header in message.headers() {
+        let name = header.name.as_str();
+        let Some(raw) =
+            message.raw_message().get(header.offset_start as usize..header.offset_end as usize)
+        else {
+            continue;
+        };
+        let value = collapse(&decode_8bit(raw)).to_lowercase();
+        let first = |slot: &mut Option<String>, value: String| {
+            slot.get_or_insert(value);
+        };
+        if name.eq_ignore_ascii_case("Auto-Submitted") {
+            // RFC 3834: the keyword may carry parameters (`auto-replied; owner=…`).
+            let keyword = value.split(';').next().unwrap_or_default().trim().to_string();
+            first(&mut signals.auto_submitted, keyword);
+        } else if name.eq_ignore_ascii_case("Precedence") {
+            first(&mut signals.precedence, value);
+        } else if name.eq_ignore_ascii_case("List-Id") {
+            first(&mut signals.list_id, value);
+        } else if name.eq_ignore_ascii_case("Return-Path") {
+            let path = value.trim().trim_start_matches('<').trim_end_matches('>').trim();
+            first(&mut signals.return_path, path.to_string());
+        } else if name.eq_ignore_ascii_case("X-Loop") {
+            if signals.x_loop.len() < SIGNAL_VALUES_LIMIT {
+                signals.x_loop.push(value);
+            }
+        } else if let Some(extra) = EXTRA_AUTO_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h))
+        {
+            if !signals.extra_headers.iter().any(|h| h == extra) {
+                signals.extra_headers.push((*extra).to_string());
+            }
+        }
+    }
+    signals
+}
+
+/// A free-form bounce quotes the original's headers in its text; the first `Message-ID:` line
+/// after the bounce's own headers is the original's.
+fn quoted_id(body: &str) -> Option<String> {
+    body.lines().find_map(|line| {
+        let line = line.trim_start_matches(['>', ' ', '\t']);
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("message-id").then(|| clean_id(value)).flatten()
+    })
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;
