@@ -200,4 +200,6 @@ pub enum ReadError {
     Unsupported(String),
     #[error("the file is too large: {what} is {actual}, over the limit of {limit}; send only the return template")]
     TooLarge { what: String, actual: u64, limit: u64 },
+    #[error("the file took longer than {seconds} s to read, so it was not checked; save it again as a plain .xlsx holding only the return and resend")]
+    Timeout { seconds: u64 },
 }

@@ -1,0 +1,106 @@
+//! The config file exactly as written (SPEC §7): serde types that reject unknown keys. Nothing
+//! here is trusted; `super::validate` turns it into a `Config`, reporting every problem by key.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub intake: RawIntake,
+    pub imap: Option<RawImap>,
+    #[serde(default)]
+    pub outbound: RawOutbound,
+    pub smtp: Option<RawSmtp>,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub collection: RawCollection,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntake {
+    pub source: Option<String>,
+    pub maildir: Option<String>,
+    pub poll_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImap {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub auth: Option<String>,
+    pub oauth2_token_command: Option<String>,
+    pub folder: Option<String>,
+    pub processed_folder: Option<String>,
+    pub idle: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutbound {
+    pub transport: Option<String>,
+    pub directory: Option<String>,
+    pub sendmail_command: Option<String>,
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    pub templates: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub auth: Option<String>,
+    pub oauth2_token_command: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub path: Option<String>,
+    pub blobs: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollection {
+    pub definitions: Option<String>,
+    pub organisations: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub data_collection_team: Option<String>,
+    pub data_collection_team_name: Option<String>,
+    pub content_team: Option<String>,
+    pub content_team_name: Option<String>,
+    pub technical_keywords: Option<Vec<String>>,
+    pub content_keywords: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub message_bytes: Option<u64>,
+    pub attachment_bytes: Option<u64>,
+    pub unpacked_bytes: Option<u64>,
+    pub cells_per_sheet: Option<u64>,
+    pub attachment_timeout: Option<String>,
+}
