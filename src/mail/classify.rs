@@ -166,7 +166,8 @@ fn automatic(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Option<AutoReason>
         return Some(AutoReason::OurMessageId);
     }
     let sender = inbound.sender().unwrap_or_default();
-    if ctx.our_addresses.iter().any(|a| a.trim().eq_ignore_ascii_case(sender)) {
+    if !sender.is_empty() && ctx.our_addresses.iter().any(|a| a.trim().eq_ignore_ascii_case(sender))
+    {
         return Some(AutoReason::FromUs);
     }
     if let Some(report) = &inbound.report {
