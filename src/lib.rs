@@ -11,6 +11,7 @@
 //! - [`store`]       the Store port; SQLite (default) and blobs by SHA-256
 //! - [`mailbox`]     the MailSource port; Maildir
 //! - [`outbound`]    reply transports (file, sendmail, SMTP) and the outbox sender
+//! - [`guarded`]     the reader under the per-attachment time limit
 //! - [`pipeline`]    one message end to end, against the Store and clock it is given
 //! - [`daemon`]      the loops: polling, shutdown, retries
 //! - [`cli`]         one file per subcommand
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod collection;
 pub mod config;
 pub mod daemon;
+pub mod guarded;
 pub mod mail;
 pub mod mailbox;
 pub mod outbound;

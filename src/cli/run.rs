@@ -1,0 +1,92 @@
+//! `iapt-intake run`: the daemon. Watches the configured mailbox, processes every message, and
+//! sends replies from the outbox. `--once` processes what waits, delivers, prints what happened
+//! to each message, and exits.
+
+use super::{common, Exit, Global};
+use crate::config::Source;
+use crate::daemon::{Clock, Daemon, Round, Shutdown};
+use crate::mailbox::Maildir;
+use crate::outbound::transport_from_config;
+use anyhow::{bail, Context};
+use std::io::Write;
+
+/// Run the daemon on the configured mailbox.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+
+    /// Process what waits, deliver the replies, print a summary, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let env = common::env(args.global.config.as_deref())?;
+    let store = common::open_store(&env.config)?;
+    let Source::Maildir(dir) = &env.config.intake.source else {
+        bail!("intake.source = \"imap\" is not available in this build yet; use \"maildir\"");
+    };
+    let source =
+        Maildir::open(dir).with_context(|| format!("cannot open Maildir {}", dir.display()))?;
+    let transport = transport_from_config(&env.config.outbound)
+        .map_err(|e| anyhow::anyhow!("outbound transport: {e}"))?;
+    let shutdown = Shutdown::default();
+    let mut daemon = Daemon {
+        store: &store,
+        source,
+        transport: transport.as_ref(),
+        env: &env,
+        clock: Clock { fixed: args.global.now },
+        shutdown: shutdown.clone(),
+    };
+    if args.once {
+        let round = daemon.round()?;
+        print_summary(&round, &env)?;
+        return Ok(Exit::Ok);
+    }
+    shutdown.on_signals().context("cannot install signal handlers")?;
+    tracing::info!(maildir = %dir.display(), "iapt-intake running; SIGTERM or Ctrl-C stops it");
+    daemon.run(env.config.intake.poll_interval)?;
+    tracing::info!("stopped");
+    Ok(Exit::Ok)
+}
+
+/// What happened to each message, and where the replies went: for people at a terminal.
+fn print_summary(round: &Round, env: &crate::pipeline::Env) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if round.processed.is_empty() {
+        writeln!(out, "No new messages.")?;
+    }
+    for (i, p) in round.processed.iter().enumerate() {
+        let who = p.from.as_deref().unwrap_or("(no sender)");
+        writeln!(out, "{:>3}. {} from {who}", i + 1, p.source_key)?;
+        let org = p.org.as_deref().map(|o| format!(" [{o}]")).unwrap_or_default();
+        writeln!(out, "     {}{org}: {}", p.class, p.outcome)?;
+        for r in &p.receipts {
+            writeln!(out, "     receipt {r}")?;
+        }
+        for (kind, _, to) in &p.replies {
+            writeln!(out, "     reply ({kind}) to {}", to.join(", "))?;
+        }
+    }
+    let d = &round.delivery;
+    writeln!(
+        out,
+        "\n{} message(s) processed, {} left in the inbox; replies: {} sent, {} to retry, {} failed.",
+        round.processed.len(),
+        round.deferred,
+        d.sent,
+        d.retried + d.deferred,
+        d.failed
+    )?;
+    if let crate::config::Transport::File(dir) = &env.config.outbound.transport {
+        writeln!(
+            out,
+            "Replies are in {}/ (open the .eml files in any mail client).",
+            dir.display()
+        )?;
+    }
+    writeln!(out, "Store: {}", env.config.store.path.display())?;
+    Ok(())
+}
