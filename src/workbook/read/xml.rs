@@ -137,3 +137,26 @@ pub fn error(e: &quick_xml::Error, part: &str, limit: u64) -> ReadError {
     }
     ReadError::Corrupt(format!("{part} is not well-formed XML: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_cap_rejects_a_long_run_without_markup() {
+        let mut data = b"<a>".to_vec();
+        data.extend(std::iter::repeat_n(b' ', MAX_TOKEN + 10));
+        data.extend(b"</a>");
+        let mut out = Vec::new();
+        let err = TokenCap::new(&data[..]).read_to_end(&mut out).expect_err("too long");
+        assert!(err.get_ref().is_some_and(|e| e.is::<TokenTooLong>()));
+    }
+
+    #[test]
+    fn token_cap_lets_ordinary_xml_through() {
+        let data = b"<row><c><v>1</v></c></row>".repeat(1000);
+        let mut out = Vec::new();
+        TokenCap::new(&data[..]).read_to_end(&mut out).expect("fine");
+        assert_eq!(out, data);
+    }
+}
