@@ -182,7 +182,7 @@ fn file_result(env: &Env, org: &str, file_name: &str, report: Report, late: bool
     if let Some(d) = definition {
         result = result.with_definition(d);
     }
-    result.organisation_name = env.registry.get(org).map(|o| format!("{} ({})", o.name, o.code));
+    result.organisation_name = env.registry.get(org).map(|o| o.name.clone());
     result.period_label = period.map(|p| p.label());
     result.late = late;
     result
