@@ -131,9 +131,7 @@ dovecot_start() {
     # caller's pipes (a test reading our output would otherwise wait for EOF forever), and it
     # must not inherit fd 9, the start lock, or the next start would wait for it forever.
     if ! dovecot -c "$DOVECOT_CONF" </dev/null >"$DIR/dovecot.start.log" 2>&1 9>&-; then
-        say "dovecot failed to start"
-        show_logs
-        exit 1
+        return 1
     fi
 }
 

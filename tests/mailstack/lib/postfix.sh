@@ -1,6 +1,6 @@
 # postfix.sh — the stack's Postfix: SMTP (STARTTLS offered) and SMTPS on loopback, delivering
 # the test domains to Dovecot by LMTP and refusing everything else; SMTP AUTH through Dovecot.
-# Sourced by ../mailstack; owns DIR/postfix, DIR/postfix-queue, DIR/postfix-data and its own
+# Sourced by ../mailstack; owns DIR/postfix, DIR/run/postfix-queue, DIR/postfix-data and its own
 # entry in /etc/postfix/main.cf's alternate_config_directories.
 
 write_postfix_conf() {
@@ -119,6 +119,11 @@ edit_alternates() {
     [ "$wanted" = "$(echo $current)" ] && return 0
     postconf -c /etc/postfix -e "alternate_config_directories = $wanted"
     backdate /etc/postfix/main.cf
+    # Unlisted, `postfix -c` exits 1 without a word (it can only complain to syslog).
+    if [ "$mode" = add ] && ! postconf -c /etc/postfix -h alternate_config_directories |
+        tr ', ' '\n\n' | grep -qxF "$POSTFIX_CONF"; then
+        die "could not list $POSTFIX_CONF in /etc/postfix/main.cf alternate_config_directories"
+    fi
 }
 
 # Postfix will not read a table or main.cf changed in the last second or two: it sleeps in
@@ -139,9 +144,7 @@ postfix_running() {
 postfix_start() {
     # postfix-script checks and creates the queue directories, then the master daemonises.
     if ! postfix -c "$POSTFIX_CONF" start </dev/null >"$DIR/postfix.start.log" 2>&1 9>&-; then
-        say "postfix failed to start"
-        show_logs
-        exit 1
+        return 1
     fi
 }
 
