@@ -18,12 +18,18 @@ choose_oauth2() {
     OAUTH2_GOOD_TOKEN=""
     OAUTH2_EXPIRED_TOKEN=""
     oauth2_enabled || return 0
-    local tokens=$OAUTH_DIR/tokens.json
-    OAUTH2_GOOD_TOKEN=$(python3 "$OAUTH2_SERVER" mint --tokens "$tokens" \
-        --user intake@example.nhs.test --ttl 315360000)
-    OAUTH2_EXPIRED_TOKEN=$(python3 "$OAUTH2_SERVER" mint --tokens "$tokens" \
-        --user intake@example.nhs.test --ttl 0)
-    python3 "$OAUTH2_SERVER" expire --tokens "$tokens" --token "$OAUTH2_EXPIRED_TOKEN"
+    OAUTH2_GOOD_TOKEN=tok-$(openssl rand -hex 16)
+    OAUTH2_EXPIRED_TOKEN=tok-$(openssl rand -hex 16)
+    local now
+    now=$(date +%s)
+    # The format oauth2-server reads (token -> username, exp); written here directly because
+    # three Python start-ups cost a second on a loaded machine.
+    cat >"$OAUTH_DIR/tokens.json" <<EOF
+{
+ "$OAUTH2_GOOD_TOKEN": {"username": "intake@example.nhs.test", "exp": $((now + 315360000))},
+ "$OAUTH2_EXPIRED_TOKEN": {"username": "intake@example.nhs.test", "exp": $((now - 1))}
+}
+EOF
 }
 
 write_oauth2() {

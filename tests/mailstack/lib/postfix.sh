@@ -120,8 +120,9 @@ edit_alternates() {
     postconf -c /etc/postfix -e "alternate_config_directories = $wanted"
     backdate /etc/postfix/main.cf
     # Unlisted, `postfix -c` exits 1 without a word (it can only complain to syslog).
-    if [ "$mode" = add ] && ! postconf -c /etc/postfix -h alternate_config_directories |
-        tr ', ' '\n\n' | grep -qxF "$POSTFIX_CONF"; then
+    local listed
+    listed=" $(postconf -c /etc/postfix -h alternate_config_directories | tr ',' ' ') "
+    if [ "$mode" = add ] && [[ "$listed" != *" $POSTFIX_CONF "* ]]; then
         die "could not list $POSTFIX_CONF in /etc/postfix/main.cf alternate_config_directories"
     fi
 }
