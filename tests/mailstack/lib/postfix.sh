@@ -92,6 +92,11 @@ scache     unix  -       -       n       -       1       scache
 postlog    unix-dgram n  -       n       -       1       postlogd
 EOF
     backdate "$POSTFIX_CONF/main.cf" "$POSTFIX_CONF/master.cf" "$POSTFIX_CONF/vmailbox"
+    # A sendmail for this stack, for code that runs a sendmail command with no extra arguments
+    # (lettre's sendmail transport): Postfix's sendmail with -C pointing here.
+    mkdir -p "$DIR/bin"
+    printf '#!/bin/sh\nexec /usr/sbin/sendmail -C %s "$@"\n' "$POSTFIX_CONF" >"$DIR/bin/sendmail"
+    chmod 755 "$DIR/bin/sendmail"
 }
 
 # `postfix -c DIR` (and sendmail -C, postqueue -c) accept a config directory only when the
