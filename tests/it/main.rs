@@ -1,7 +1,6 @@
 //! The one integration-test binary: each module tests one part end to end on real files.
 
 #[path = "../mailstack/harness.rs"]
-#[allow(dead_code)]
 mod mailstack;
 
 mod check;
