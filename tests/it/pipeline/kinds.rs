@@ -360,3 +360,20 @@ fn message_over_the_size_limit_is_kept_and_answered_from_its_headers() {
     assert!(flat(&reply.body).contains("over the limit"), "{}", reply.body);
     assert!(h.queued(&raw).iter().all(|r| r.kind == "submission"), "nothing forwarded to a team");
 }
+
+#[test]
+fn a_corrected_return_after_a_rejected_one_stands_and_replaces_nothing() {
+    let h = Harness::new();
+    let bad = Mail::new(ANN, SUBJECT, "fix-1@leeds.nhs.test").xlsx("a.xlsx", bad_book().xlsx());
+    assert_eq!(h.process(&bad.bytes(), ON_TIME).outcome, "rejected");
+    let good = good_mail("fix-2@leeds.nhs.test");
+    let done = h.process(&good, "2011-07-20T11:00:00Z");
+    assert_eq!(done.outcome, "accepted");
+    // Every version is numbered, the rejected one too, so the first accepted one is the second.
+    assert_eq!(done.receipts, vec!["IAPT-2011-12-Q1-5N1-2"]);
+    let reply = h.reply(&good, "submission");
+    assert!(!reply.body.contains("replaces"), "no accepted return stood before:\n{}", reply.body);
+    let status = h.store.status(Q1).expect("status");
+    assert_eq!(status[0].status, ReturnState::Accepted);
+    assert_eq!(status[0].receipt.as_deref(), Some("IAPT-2011-12-Q1-5N1-2"));
+}
