@@ -210,7 +210,8 @@ fn a_name_two_organisations_share_asks_for_the_code() {
     let subject = "IAPT Q1 returns Heart of Birmingham and South Birmingham";
     let raw = Mail::new("analyst@hob.nhs.test", subject, "amb@hob.nhs.test").bytes();
     let done = h.process(&raw, ON_TIME);
-    assert_eq!(done.class, "subject_rule");
+    assert_eq!((done.class.as_str(), done.outcome.as_str()), ("subject_rule", "guidance"));
+    assert_eq!(h.queued(&raw).len(), 1);
     let reply = h.reply(&raw, "guidance");
     assert_eq!(
         reply.subject,
@@ -233,6 +234,7 @@ fn unauthorised_sender_is_held_and_the_team_gets_the_original() {
     assert!(h.store.versions("5N1", Q1).expect("versions").is_empty(), "not accepted");
     let status = h.store.status(Q1).expect("status");
     assert_eq!(status[0].status, ReturnState::Held);
+    assert_eq!(h.queued(&raw).len(), 2, "the team's notice and the sender's reply");
 
     let notice = h.reply(&raw, "notice");
     assert_eq!(notice.to, vec![DCT]);
@@ -332,6 +334,7 @@ fn winmail_dat_asks_for_the_return_as_a_normal_attachment() {
     let done = h.process(&raw, ON_TIME);
     assert_eq!(done.class, "submission");
     assert!(done.receipts.is_empty());
+    assert_eq!(h.queued(&raw).len(), 1);
     let reply = h.reply(&raw, "ask_for_attachment");
     assert_threaded_reply(&reply, ANN, "tnef@leeds.nhs.test");
     assert_eq!(
@@ -358,7 +361,8 @@ fn message_over_the_size_limit_is_kept_and_answered_from_its_headers() {
     assert_threaded_reply(&reply, ANN, "huge@leeds.nhs.test");
     assert!(reply.body.contains("IAPT-E21"), "{}", reply.body);
     assert!(flat(&reply.body).contains("over the limit"), "{}", reply.body);
-    assert!(h.queued(&raw).iter().all(|r| r.kind == "submission"), "nothing forwarded to a team");
+    let kinds: Vec<String> = h.queued(&raw).into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, vec!["submission"], "one reply to the sender, nothing forwarded to a team");
 }
 
 #[test]
