@@ -138,8 +138,29 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                 }
             }
         }
-        round.delivery = deliver_due(self.store, self.transport, self.clock.now(), DELIVERY_BATCH)?;
+        round.delivery = self.deliver()?;
         Ok(round)
+    }
+
+    /// Deliver everything due, batch after batch, until a batch comes back short (all sent) or
+    /// the relay looks down (the rest waits for the next round).
+    fn deliver(&mut self) -> Result<DeliveryStats, DaemonError> {
+        let mut total = DeliveryStats::default();
+        loop {
+            let s = deliver_due(self.store, self.transport, self.clock.now(), DELIVERY_BATCH)?;
+            total.sent += s.sent;
+            total.retried += s.retried;
+            total.failed += s.failed;
+            total.deferred += s.deferred;
+            let handled = s.sent + s.retried + s.failed;
+            if handled < DELIVERY_BATCH
+                || s.deferred > 0
+                || s.sent == 0
+                || self.shutdown.requested()
+            {
+                return Ok(total);
+            }
+        }
     }
 
     /// Rounds until shutdown, waiting for new mail (or the poll interval) between them.
@@ -199,4 +220,77 @@ fn log(p: &Processed) {
         replies = p.replies.len(),
         "message processed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collection::{Collections, Registry};
+    use crate::config::Config;
+    use crate::mailbox::MemorySource;
+    use crate::outbound::MemoryTransport;
+    use crate::reply::Templates;
+    use crate::store::{Filing, MemoryStore, NewReply};
+    use chrono::TimeZone;
+
+    fn env() -> Env {
+        let config = Config::parse(std::path::Path::new("t.toml"), "").expect("default config");
+        let templates = Templates::shipped().expect("shipped templates");
+        Env::new(config, Collections::from_definitions(Vec::new()), Registry::default(), templates)
+    }
+
+    fn queue(store: &MemoryStore, i: usize, at: DateTime<Utc>) {
+        let filing = Filing {
+            source_key: format!("m{i}"),
+            message_id: Some(format!("m{i}@test")),
+            sha256: format!("{i:064x}"),
+            received_at: at,
+            filed_at: at,
+            from: Some("a@leeds.nhs.test".into()),
+            subject: Some("IAPT".into()),
+            class: "automatic".into(),
+            outcome: "filed".into(),
+            detail: serde_json::Value::Null,
+            org: None,
+            period: None,
+            held: false,
+            bounce_of: None,
+            returns: Vec::new(),
+            audit: Vec::new(),
+        };
+        let mut render = |_: &crate::store::Assigned| {
+            vec![NewReply {
+                message_id: format!("r{i}@example.nhs.test"),
+                kind: "test".into(),
+                envelope_from: "iapt.returns@example.nhs.test".into(),
+                recipients: vec!["a@leeds.nhs.test".into()],
+                raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
+                guidance_to: None,
+            }]
+        };
+        store.file(&filing, &mut render).expect("filed");
+    }
+
+    #[test]
+    fn one_round_delivers_every_due_reply_even_beyond_one_batch() {
+        let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+        let store = MemoryStore::new();
+        for i in 0..DELIVERY_BATCH + 1 {
+            queue(&store, i, at);
+        }
+        let transport = MemoryTransport::new();
+        let env = env();
+        let mut daemon = Daemon {
+            store: &store,
+            source: MemorySource::new(),
+            transport: &transport,
+            env: &env,
+            clock: Clock { fixed: Some(at) },
+            shutdown: Shutdown::default(),
+        };
+        let round = daemon.round().expect("round");
+        assert_eq!(round.delivery.sent, DELIVERY_BATCH + 1);
+        assert_eq!(transport.sent().len(), DELIVERY_BATCH + 1);
+        assert_eq!(daemon.round().expect("second round").delivery.sent, 0, "nothing sent twice");
+    }
 }
