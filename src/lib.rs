@@ -12,6 +12,7 @@
 //! - [`mailbox`]     the MailSource port; Maildir
 //! - [`outbound`]    reply transports (file, sendmail, SMTP) and the outbox sender
 //! - [`guarded`]     the reader under the per-attachment time limit
+//! - [`lock`]        one active daemon per store; a second waits as a standby
 //! - [`pipeline`]    one message end to end, against the Store and clock it is given
 //! - [`daemon`]      the loops: polling, shutdown, retries
 //! - [`cli`]         one file per subcommand
@@ -22,6 +23,7 @@ pub mod collection;
 pub mod config;
 pub mod daemon;
 pub mod guarded;
+pub mod lock;
 pub mod mail;
 pub mod mailbox;
 pub mod outbound;

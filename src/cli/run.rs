@@ -46,6 +46,12 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     shutdown.on_signals().context("cannot install signal handlers")?;
+    let stop = shutdown.clone();
+    let Some(_lock) = crate::lock::acquire(&env.config.store.path, move || stop.requested())
+        .context("cannot take the store lock")?
+    else {
+        return Ok(Exit::Ok);
+    };
     tracing::info!(maildir = %dir.display(), "iapt-intake running; SIGTERM or Ctrl-C stops it");
     daemon.run(env.config.intake.poll_interval)?;
     tracing::info!("stopped");
