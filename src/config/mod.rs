@@ -80,6 +80,10 @@ pub struct Imap {
     pub folder: String,
     pub processed_folder: String,
     pub idle: bool,
+    /// Extra CA certificate (PEM) to trust besides the system roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Limit on every IMAP command; a silent connection is dropped and reopened.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +94,10 @@ pub struct Smtp {
     pub username: Option<String>,
     pub auth: Auth,
     pub credential: Option<Credential>,
+    /// Extra CA certificate (PEM) to trust besides the system roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Limit on connecting and on each SMTP command.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

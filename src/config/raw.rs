@@ -44,6 +44,8 @@ pub struct RawImap {
     pub folder: Option<String>,
     pub processed_folder: Option<String>,
     pub idle: Option<bool>,
+    pub ca_file: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +70,8 @@ pub struct RawSmtp {
     pub password_file: Option<String>,
     pub auth: Option<String>,
     pub oauth2_token_command: Option<String>,
+    pub ca_file: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -226,6 +226,8 @@ impl Validator {
             folder: raw.folder.unwrap_or_else(|| "INBOX".into()),
             processed_folder: raw.processed_folder.unwrap_or_else(|| "Processed".into()),
             idle: raw.idle.unwrap_or(true),
+            ca_file: raw.ca_file.map(PathBuf::from),
+            timeout: self.duration("imap.timeout", raw.timeout, Duration::from_secs(60)),
         }
     }
 
@@ -284,6 +286,8 @@ impl Validator {
             username: raw.username,
             auth,
             credential,
+            ca_file: raw.ca_file.map(PathBuf::from),
+            timeout: self.duration("smtp.timeout", raw.timeout, Duration::from_secs(30)),
         }
     }
 

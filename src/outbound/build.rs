@@ -60,6 +60,8 @@ mod tests {
             username: Some("iapt".into()),
             auth: config::Auth::Plain,
             credential,
+            ca_file: None,
+            timeout: std::time::Duration::from_secs(30),
         }
     }
 

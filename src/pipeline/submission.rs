@@ -178,11 +178,13 @@ fn file_result(env: &Env, org: &str, file_name: &str, report: Report, late: bool
     let period = report.period.as_deref().and_then(PeriodId::parse);
     let definition =
         period.and_then(|p| env.collections.definition_for(p)).or_else(|| env.collections.latest());
+    // The reply shows "name (code)" itself, from the code the file gives; name that organisation.
+    let code = report.organisation.clone().unwrap_or_else(|| org.to_string());
     let mut result = FileResult::new(file_name, report);
     if let Some(d) = definition {
         result = result.with_definition(d);
     }
-    result.organisation_name = env.registry.get(org).map(|o| format!("{} ({})", o.name, o.code));
+    result.organisation_name = env.registry.get(&code).map(|o| o.name.clone());
     result.period_label = period.map(|p| p.label());
     result.late = late;
     result

@@ -262,7 +262,7 @@ fn cases() -> Vec<(&'static str, ReplyKind, &'static str)> {
             ReplyKind::QueryAck {
                 reference: "Q-2011-0007".into(),
                 route: Route::Content,
-                team_name: "IAPT content contacts".into(),
+                team_name: "the IAPT content contacts".into(),
                 team_address: "iapt.content@dh.nhs.test".into(),
             },
             "IAPT Leeds PCT: does KPI6 count people who dropped out?",

@@ -1,5 +1,8 @@
 //! The one integration-test binary: each module tests one part end to end on real files.
 
+#[path = "../mailstack/harness.rs"]
+mod mailstack;
+
 mod check;
 mod cli;
 mod mail;

@@ -1,1 +1,272 @@
-//! (to be written)
+//! The workbook reader end to end on committed files: every hostile file in
+//! `tests/fixtures/workbooks/hostile/` ends in the right `ReadError` (and words an analyst can
+//! act on), and the good returns read to the cells, sheets and merges they hold. The fixtures
+//! are written by `tests/fixtures/workbooks/make-hostile.py`.
+
+use std::path::PathBuf;
+
+use iapt_intake::workbook::grid::{Cell, CellRef, Format, Limits, ReadError, Workbook};
+use iapt_intake::workbook::read::read;
+
+fn fixture(rel: &str) -> Vec<u8> {
+    let path: PathBuf =
+        [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/workbooks", rel].iter().collect();
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn read_fixture(rel: &str) -> Result<Workbook, ReadError> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    read(&fixture(rel), name, &Limits::default())
+}
+
+fn at(a1: &str) -> CellRef {
+    CellRef::parse_a1(a1).expect("valid A1 reference")
+}
+
+fn text(s: &str) -> Cell {
+    Cell::Text(s.to_string())
+}
+
+fn too_large(rel: &str) -> (String, u64, u64) {
+    match read_fixture(rel) {
+        Err(ReadError::TooLarge { what, actual, limit }) => (what, actual, limit),
+        other => panic!("{rel}: expected TooLarge, got {other:?}"),
+    }
+}
+
+// ---- hostile files ----------------------------------------------------------------------------
+
+#[test]
+fn dimension_bomb_is_rejected_before_reading_cells() {
+    let (what, actual, limit) = too_large("hostile/dimension-bomb.xlsx");
+    assert!(what.contains("declared size of sheet 'Return'"), "{what}");
+    assert_eq!(actual, 16_384 * 1_048_576);
+    assert_eq!(limit, Limits::default().cells_per_sheet);
+}
+
+#[test]
+fn cells_at_opposite_corners_without_a_dimension_read_sparsely() {
+    let wb = read_fixture("hostile/corner-cells.xlsx").expect("two cells are fine");
+    let sheet = wb.first_visible().expect("a visible sheet");
+    assert_eq!(sheet.cells.len(), 2);
+    assert_eq!(sheet.cells.get(&at("A1")), Some(&Cell::Number(1.0)));
+    assert_eq!(sheet.cells.get(&at("XFD1048576")), Some(&Cell::Number(2.0)));
+}
+
+#[test]
+fn zip_bomb_is_rejected_on_declared_unpacked_size() {
+    assert!(fixture("hostile/zip-bomb.xlsx").len() < 2_000_000);
+    let (what, actual, limit) = too_large("hostile/zip-bomb.xlsx");
+    assert!(what.contains("unpacked size"), "{what}");
+    assert!(actual >= 1 << 30, "declares {actual}");
+    assert_eq!(limit, Limits::default().unpacked_bytes);
+}
+
+#[test]
+fn zip_whose_directory_understates_a_part_is_stopped_as_damaged() {
+    match read_fixture("hostile/lying-zip.xlsx") {
+        Err(ReadError::Corrupt(m)) => assert!(m.contains("declared"), "{m}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn workbook_over_a_lower_unpacked_limit_is_rejected() {
+    let limits = Limits { unpacked_bytes: 4_000, ..Limits::default() };
+    match read(&fixture("good/return.xlsx"), "return.xlsx", &limits) {
+        Err(ReadError::TooLarge { what, limit, .. }) => {
+            assert!(what.contains("unpacked size"), "{what}");
+            assert_eq!(limit, 4_000);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn encrypted_xlsx_says_remove_the_password() {
+    let err = read_fixture("hostile/encrypted.xlsx").expect_err("encrypted");
+    assert_eq!(err, ReadError::Encrypted);
+    assert!(err.to_string().contains("without a password"));
+}
+
+#[test]
+fn truncated_xlsx_is_corrupt_and_asks_for_a_resave() {
+    let err = read_fixture("hostile/truncated.xlsx").expect_err("truncated");
+    assert!(matches!(err, ReadError::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains("save it again"));
+}
+
+#[test]
+fn spill_error_value_is_kept_verbatim() {
+    let wb = read_fixture("hostile/spill.xlsx").expect("reads");
+    let sheet = wb.first_visible().expect("a visible sheet");
+    assert_eq!(sheet.cells.get(&at("C5")), Some(&Cell::Error("#SPILL!".into())));
+    assert_eq!(sheet.cells.get(&at("A5")), Some(&text("KPI1")));
+}
+
+#[test]
+fn formula_without_saved_value_is_reported_as_such() {
+    let wb = read_fixture("hostile/formula-no-value.xlsx").expect("reads");
+    let sheet = wb.first_visible().expect("a visible sheet");
+    assert_eq!(sheet.cells.get(&at("C5")), Some(&Cell::FormulaNoValue("SUM(E1:E2)".into())));
+}
+
+#[test]
+fn empty_file_is_empty() {
+    assert_eq!(read_fixture("hostile/empty.xlsx"), Err(ReadError::Empty));
+}
+
+fn unsupported(rel: &str) -> String {
+    match read_fixture(rel) {
+        Err(ReadError::Unsupported(m)) => m,
+        other => panic!("{rel}: expected Unsupported, got {other:?}"),
+    }
+}
+
+#[test]
+fn pdf_named_xlsx_is_named_for_what_it_is() {
+    let m = unsupported("hostile/pdf-renamed.xlsx");
+    assert!(m.contains("PDF document"), "{m}");
+    assert!(m.contains(".xlsx, .xlsm, .xls, .xlsb, .ods and .csv"), "{m}");
+    assert!(m.contains("save the return as .xlsx and resend"), "{m}");
+}
+
+#[test]
+fn word_document_named_xlsx_is_named_for_what_it_is() {
+    let m = unsupported("hostile/word-renamed.xlsx");
+    assert!(m.contains("Word document"), "{m}");
+    assert!(m.contains("save the return as .xlsx"), "{m}");
+}
+
+#[test]
+fn windows_1252_csv_decodes_accents_and_quotes() {
+    let wb = read_fixture("hostile/windows-1252.csv").expect("reads");
+    assert_eq!(wb.format, Format::Csv);
+    let sheet = wb.first_visible().expect("one sheet");
+    assert_eq!(sheet.name, "Return");
+    assert_eq!(sheet.cells.get(&at("B2")), Some(&text("Leeds PCT – Café")));
+    assert_eq!(sheet.cells.get(&at("B3")), Some(&text("Siân O’Neill")));
+    // the blank line keeps its place, and numbers stay text for the validator
+    assert_eq!(sheet.cells.get(&at("B6")), Some(&text("68653")));
+}
+
+#[test]
+fn two_million_cells_stop_at_the_cell_cap() {
+    let (what, actual, limit) = too_large("hostile/two-million-cells.xlsx");
+    assert!(what.contains("number of cells in sheet 'Return'"), "{what}");
+    assert_eq!(limit, Limits::default().cells_per_sheet);
+    assert_eq!(actual, limit + 1);
+}
+
+#[test]
+fn ods_repeated_columns_bomb_is_rejected_before_calamine_expands_it() {
+    let (what, actual, _) = too_large("hostile/ods-repeat-bomb.ods");
+    assert!(what.contains("sheet 'Return'"), "{what}");
+    assert!(actual >= 16_384 * 1_048_576);
+}
+
+#[test]
+fn attachment_over_the_size_limit_is_rejected_unread() {
+    let limits = Limits { attachment_bytes: 1_000, ..Limits::default() };
+    match read(&fixture("good/return.xlsx"), "return.xlsx", &limits) {
+        Err(ReadError::TooLarge { what, limit, .. }) => {
+            assert_eq!(what, "the attachment");
+            assert_eq!(limit, 1_000);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn text_without_a_csv_name_is_not_taken_for_a_return() {
+    let err = read(b"KPI1,5\n", "notes.txt", &Limits::default()).expect_err("not csv");
+    assert!(matches!(err, ReadError::Unsupported(m) if m.contains("text file")));
+}
+
+// ---- good files -------------------------------------------------------------------------------
+
+/// What every format of the good return must agree on.
+fn assert_common_return(wb: &Workbook) {
+    let names: Vec<(&str, bool)> = wb.sheets.iter().map(|s| (s.name.as_str(), s.visible)).collect();
+    assert_eq!(names, vec![("Return", true), ("Guidance", false), ("About", false)]);
+    let sheet = wb.first_visible().expect("Return is visible");
+    assert_eq!(sheet.name, "Return");
+    assert_eq!(sheet.cells.get(&at("A1")), Some(&text("Organisation code")));
+    assert_eq!(sheet.cells.get(&at("B1")), Some(&text("5N1")));
+    assert_eq!(sheet.cells.get(&at("B2")), Some(&text("NHS Leeds & Partners")));
+    assert_eq!(sheet.cells.get(&at("C4")), Some(&text("Value")));
+    // a number typed as text stays text: the validator decides (IAPT-W03)
+    assert_eq!(sheet.cells.get(&at("C5")), Some(&text("68653")));
+    assert_eq!(sheet.cells.get(&at("C6")), Some(&Cell::Number(1234.5)));
+    assert_eq!(sheet.cells.get(&at("C7")), Some(&Cell::Number(2469.0)));
+    assert_eq!(sheet.cells.get(&at("C8")), Some(&Cell::Error("#DIV/0!".into())));
+    assert_eq!(sheet.cells.get(&at("B9")), Some(&text("ab")));
+    assert_eq!(sheet.cells.get(&at("B10")), Some(&Cell::Number(40724.0)));
+    assert_eq!(sheet.merged, vec![(at("A12"), at("C12"))]);
+    assert_eq!(sheet.cells.get(&at("B4")), None, "empty cells are not stored");
+    let about = wb.sheets.iter().find(|s| s.name == "About").expect("About sheet");
+    assert_eq!(about.cells.get(&at("B1")), Some(&text("IAPT-KPI")));
+}
+
+#[test]
+fn good_xlsx_reads_every_cell_type() {
+    let wb = read_fixture("good/return.xlsx").expect("reads");
+    assert_eq!(wb.format, Format::Xlsx);
+    assert_common_return(&wb);
+    let sheet = wb.first_visible().expect("visible");
+    // rich-text runs are joined and the phonetic guide left out
+    assert_eq!(sheet.cells.get(&at("A2")), Some(&text("Organisation name")));
+    // a row and cells without `r` follow on from the previous ones
+    assert_eq!(sheet.cells.get(&at("A9")), Some(&Cell::Bool(true)));
+    // dates stay serial numbers unless the cell says t="d"
+    assert_eq!(sheet.cells.get(&at("A10")), Some(&Cell::DateTime(40724.0)));
+}
+
+#[test]
+fn xlsx_named_xlsm_is_read_as_macro_enabled() {
+    let wb = read(&fixture("good/return.xlsx"), "return.xlsm", &Limits::default()).expect("reads");
+    assert_eq!(wb.format, Format::Xlsm);
+}
+
+#[test]
+fn good_xls_reads_like_the_xlsx() {
+    let wb = read_fixture("good/return.xls").expect("reads");
+    assert_eq!(wb.format, Format::Xls);
+    assert_common_return(&wb);
+    let sheet = wb.first_visible().expect("visible");
+    assert_eq!(sheet.cells.get(&at("A9")), Some(&Cell::Bool(true)));
+}
+
+#[test]
+fn good_xls_is_detected_by_content_whatever_its_name() {
+    let wb = read(&fixture("good/return.xls"), "return.xlsx", &Limits::default()).expect("reads");
+    assert_eq!(wb.format, Format::Xls);
+}
+
+#[test]
+fn good_ods_reads_like_the_xlsx() {
+    let wb = read_fixture("good/return.ods").expect("reads");
+    assert_eq!(wb.format, Format::Ods);
+    assert_common_return(&wb);
+}
+
+#[test]
+fn good_csv_reads_label_value_rows() {
+    let wb = read_fixture("good/return.csv").expect("reads");
+    let sheet = wb.first_visible().expect("one sheet");
+    assert_eq!(sheet.cells.get(&at("A1")), Some(&text("Organisation code")));
+    assert_eq!(sheet.cells.get(&at("B2")), Some(&text("Leeds, NHS")));
+    assert_eq!(sheet.cells.get(&at("C5")), Some(&text("68653")));
+}
+
+#[test]
+fn no_fixture_makes_the_reader_panic_when_cut_short() {
+    // Every prefix length of every small fixture must end in Ok or a ReadError, never a panic.
+    for rel in ["good/return.xlsx", "good/return.xls", "good/return.ods", "hostile/encrypted.xlsx"]
+    {
+        let bytes = fixture(rel);
+        for cut in (0..bytes.len()).step_by(97) {
+            let _ = read(&bytes[..cut], rel, &Limits::default());
+        }
+    }
+}

@@ -79,6 +79,33 @@ pub fn fill(
     Ok(())
 }
 
+/// ods saves a formula's error result as the text `#DIV/0!` (calamine reads it as a string);
+/// where a formula cell's text has the shape of an error value, it is turned into one, as xlsx
+/// and xls give it.
+pub fn errors_from_formula_text(sheet: &mut Sheet, formulas: Option<&Range<String>>) {
+    let Some(formulas) = formulas else { return };
+    for (row, col, text) in formulas.used_cells() {
+        if text.is_empty() {
+            continue;
+        }
+        let at = absolute(formulas.start(), row, col);
+        if let Some(Cell::Text(value)) = sheet.cells.get(&at) {
+            if looks_like_error(value) {
+                let error = Cell::Error(value.clone());
+                sheet.cells.insert(at, error);
+            }
+        }
+    }
+}
+
+fn looks_like_error(text: &str) -> bool {
+    text == "#N/A"
+        || (text.starts_with('#')
+            && (text.ends_with('!') || text.ends_with('?'))
+            && text.len() <= 16
+            && text[1..].chars().all(|c| c.is_ascii_uppercase() || "/0!?".contains(c)))
+}
+
 /// `used_cells` positions are relative to the range's start.
 fn absolute(start: Option<(u32, u32)>, row: usize, col: usize) -> CellRef {
     let (r0, c0) = start.unwrap_or((0, 0));

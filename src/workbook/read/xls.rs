@@ -177,3 +177,61 @@ fn xls_error(e: XlsError) -> ReadError {
         other => ReadError::Corrupt(format!("the xls file cannot be decoded: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut out = kind.to_le_bytes().to_vec();
+        out.extend((data.len() as u16).to_le_bytes());
+        out.extend(data);
+        out
+    }
+
+    /// Globals substream (with `globals_extra` records), then one sheet substream.
+    fn stream(globals_extra: &[Vec<u8>], sheet: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = record(0x0809, &[0; 16]);
+        globals_extra.iter().for_each(|r| out.extend(r));
+        out.extend(record(0x000A, &[]));
+        out.extend(record(0x0809, &[0; 16]));
+        sheet.iter().for_each(|r| out.extend(r));
+        out.extend(record(0x000A, &[]));
+        out
+    }
+
+    fn number(row: u16, col: u16) -> Vec<u8> {
+        let mut data = row.to_le_bytes().to_vec();
+        data.extend(col.to_le_bytes());
+        data.extend([0u8; 10]);
+        record(0x0203, &data)
+    }
+
+    #[test]
+    fn whole_sheet_dimensions_record_is_rejected() {
+        let mut dims = 0u32.to_le_bytes().to_vec();
+        dims.extend(65_536u32.to_le_bytes());
+        dims.extend(0u16.to_le_bytes());
+        dims.extend(256u16.to_le_bytes());
+        dims.extend([0, 0]);
+        let s = stream(&[], &[record(0x0200, &dims)]);
+        assert!(matches!(
+            scan(&s, &Limits::default()),
+            Err(ReadError::TooLarge { actual: 16_777_216, .. })
+        ));
+    }
+
+    #[test]
+    fn cells_at_opposite_corners_are_rejected_because_calamine_would_fill_between() {
+        let s = stream(&[], &[number(0, 0), number(65_535, 255)]);
+        assert!(matches!(scan(&s, &Limits::default()), Err(ReadError::TooLarge { .. })));
+        let small = stream(&[], &[number(0, 0), number(40, 5)]);
+        assert_eq!(scan(&small, &Limits::default()), Ok(()));
+    }
+
+    #[test]
+    fn filepass_record_means_encrypted() {
+        let s = stream(&[record(0x002F, &[1, 0, 1, 0])], &[number(0, 0)]);
+        assert_eq!(scan(&s, &Limits::default()), Err(ReadError::Encrypted));
+    }
+}

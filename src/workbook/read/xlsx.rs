@@ -157,7 +157,7 @@ fn shared_strings(
 ) -> Result<Vec<String>, ReadError> {
     let limit = budget.unpacked_left();
     let file = zip.by_name(part).map_err(zipped::zip_error)?;
-    let mut reader = xml::reader(BufReader::new(Capped::new(file, limit)));
+    let mut reader = xml::reader(BufReader::new(xml::TokenCap::new(Capped::new(file, limit))));
     let mut buf = Vec::new();
     let mut out: Vec<String> = Vec::new();
     let mut current = String::new();
@@ -165,7 +165,7 @@ fn shared_strings(
     loop {
         let event = reader.read_event_into(&mut buf).map_err(|e| xml::error(&e, part, limit))?;
         match &event {
-            Event::Start(e) => match xml::local(e).as_str() {
+            Event::Start(e) => match xml::local(e) {
                 "si" => current.clear(),
                 "t" => in_t = true,
                 "rPh" => in_rph = true,
@@ -192,7 +192,7 @@ fn shared_strings(
         }
         buf.clear();
     }
-    budget.charge_unpacked(reader.get_ref().get_ref().seen());
+    budget.charge_unpacked(reader.get_ref().get_ref().get_ref().seen());
     Ok(out)
 }
 

@@ -47,7 +47,7 @@ pub fn read(
 ) -> Result<(), ReadError> {
     let limit = budget.unpacked_left();
     let file = zip.by_name(part).map_err(zipped::zip_error)?;
-    let mut reader = xml::reader(BufReader::new(Capped::new(file, limit)));
+    let mut reader = xml::reader(BufReader::new(xml::TokenCap::new(Capped::new(file, limit))));
     let mut buf = Vec::new();
     let mut pos = Cursor { row: 0, next_col: 0, started: false };
     let mut cell: Option<Pending> = None;
@@ -58,7 +58,7 @@ pub fn read(
         match &event {
             Event::Start(e) | Event::Empty(e) => {
                 let empty = matches!(event, Event::Empty(_));
-                match xml::local(e).as_str() {
+                match xml::local(e) {
                     "dimension" => check_dimension(e, sheet, budget)?,
                     "row" => start_row(e, &mut pos),
                     "c" => {
@@ -122,7 +122,7 @@ pub fn read(
         }
         buf.clear();
     }
-    budget.charge_unpacked(reader.get_ref().get_ref().seen());
+    budget.charge_unpacked(reader.get_ref().get_ref().get_ref().seen());
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Small helpers over quick-xml shared by the xlsx and ods readers: attribute lookup by local
 //! name, text and entity collection, and mapping XML errors to `ReadError`. No format knowledge.
 
-use std::io::BufRead;
+use std::io::{self, BufRead, Read};
 
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::Reader;
@@ -29,8 +29,8 @@ pub fn prefixed_attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
 }
 
 /// The element's local name (`x:row` → `row`).
-pub fn local(e: &BytesStart<'_>) -> String {
-    e.local_name().as_ref().to_string()
+pub fn local<'a>(e: &'a BytesStart<'_>) -> &'a str {
+    e.local_name().into_inner()
 }
 
 /// Appends the text an entity reference (`&amp;`, `&#x41;`) stands for.
@@ -68,6 +68,60 @@ pub fn reader<R: BufRead>(inner: R) -> Reader<R> {
     reader
 }
 
+/// Longer than any one piece of text or tag a spreadsheet holds (a cell's text is at most
+/// 32,767 characters). quick-xml buffers a whole event, so without this a single run of text
+/// would be held in memory up to the unpacked limit.
+pub const MAX_TOKEN: usize = 4 * 1024 * 1024;
+
+/// The marker error of [`TokenCap`].
+#[derive(Debug)]
+pub struct TokenTooLong;
+
+impl std::fmt::Display for TokenTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a run of more than {MAX_TOKEN} bytes without markup")
+    }
+}
+
+impl std::error::Error for TokenTooLong {}
+
+/// Fails a read once more than [`MAX_TOKEN`] bytes pass without a `<` or `>`.
+pub struct TokenCap<R> {
+    inner: R,
+    run: usize,
+}
+
+impl<R: Read> TokenCap<R> {
+    pub fn new(inner: R) -> Self {
+        TokenCap { inner, run: 0 }
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: Read> Read for TokenCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = buf.get(..n).unwrap_or(&[]);
+        let is_markup = |b: &u8| *b == b'<' || *b == b'>';
+        match (chunk.iter().position(is_markup), chunk.iter().rposition(is_markup)) {
+            (Some(first), Some(last)) => {
+                if self.run.saturating_add(first) > MAX_TOKEN {
+                    return Err(io::Error::other(TokenTooLong));
+                }
+                self.run = n - 1 - last;
+            }
+            _ => self.run = self.run.saturating_add(n),
+        }
+        if self.run > MAX_TOKEN {
+            return Err(io::Error::other(TokenTooLong));
+        }
+        Ok(n)
+    }
+}
+
 /// Maps a parse error: the cap of a [`zipped::Capped`] reader → `TooLarge`, anything else →
 /// `Corrupt` naming the part.
 pub fn error(e: &quick_xml::Error, part: &str, limit: u64) -> ReadError {
@@ -75,6 +129,34 @@ pub fn error(e: &quick_xml::Error, part: &str, limit: u64) -> ReadError {
         if zipped::is_over_limit(io) {
             return zipped::io_error(io, limit);
         }
+        if io.get_ref().is_some_and(|inner| inner.is::<TokenTooLong>()) {
+            return ReadError::Corrupt(format!(
+                "{part} holds one piece of text or markup longer than {MAX_TOKEN} bytes"
+            ));
+        }
     }
     ReadError::Corrupt(format!("{part} is not well-formed XML: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_cap_rejects_a_long_run_without_markup() {
+        let mut data = b"<a>".to_vec();
+        data.extend(std::iter::repeat_n(b' ', MAX_TOKEN + 10));
+        data.extend(b"</a>");
+        let mut out = Vec::new();
+        let err = TokenCap::new(&data[..]).read_to_end(&mut out).expect_err("too long");
+        assert!(err.get_ref().is_some_and(|e| e.is::<TokenTooLong>()));
+    }
+
+    #[test]
+    fn token_cap_lets_ordinary_xml_through() {
+        let data = b"<row><c><v>1</v></c></row>".repeat(1000);
+        let mut out = Vec::new();
+        TokenCap::new(&data[..]).read_to_end(&mut out).expect("fine");
+        assert_eq!(out, data);
+    }
 }

@@ -129,3 +129,26 @@ pub fn zip_error(e: ZipError) -> ReadError {
         other => ReadError::Corrupt(format!("not a valid zip archive: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_reader_fails_past_its_limit_instead_of_ending_quietly() {
+        let data = vec![b'x'; 10_000];
+        let mut out = Vec::new();
+        let err = Capped::new(&data[..], 4_096).read_to_end(&mut out).expect_err("over the cap");
+        assert!(is_over_limit(&err));
+        assert!(out.len() <= 4_097, "read {} bytes", out.len());
+        assert!(matches!(io_error(&err, 4_096), ReadError::TooLarge { limit: 4_096, .. }));
+    }
+
+    #[test]
+    fn capped_reader_passes_data_within_its_limit() {
+        let data = vec![b'x'; 4_096];
+        let mut out = Vec::new();
+        Capped::new(&data[..], 4_096).read_to_end(&mut out).expect("within the cap");
+        assert_eq!(out.len(), 4_096);
+    }
+}
