@@ -64,6 +64,7 @@ fn read_and_validate(c: &mut Criterion) {
                 collections: &collections,
                 registry: &registry,
                 expected_org: Some("5N1"),
+                expected_from: iapt_intake::validate::ExpectedFrom::Subject,
                 expected_period: None,
                 now: None,
                 history: &NoHistory,

@@ -21,6 +21,15 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use values::Reading;
 
+/// Who named the organisation a return must be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedFrom {
+    /// The subject line of the email that carried the return.
+    Subject,
+    /// `check --org`.
+    CommandLine,
+}
+
 /// Everything the validator judges one file by.
 pub struct Input<'a> {
     /// The attachment's file name, as reported.
@@ -31,6 +40,8 @@ pub struct Input<'a> {
     pub registry: &'a Registry,
     /// The organisation the email subject (or `check --org`) names.
     pub expected_org: Option<&'a str>,
+    /// Where `expected_org` came from, for the wording of IAPT-E10.
+    pub expected_from: ExpectedFrom,
     /// The period the return is being checked for (`check --period`).
     pub expected_period: Option<PeriodId>,
     /// When the return reached the mailbox; windows are judged only when this is given.
@@ -118,6 +129,8 @@ fn judge(input: &Input, located: &Located, f: &mut Findings, report: &mut Report
     }
     let org = header::organisation(input, located, f);
     let Some(def) = f.def else { return };
+    // A csv has no number type: every value is text there, so IAPT-W03 would only be noise.
+    let csv = matches!(input.workbook, Ok(w) if w.format == crate::workbook::Format::Csv);
     for m in &def.measures {
         let row = located.measure(&m.id);
         let value = match row {
@@ -130,7 +143,7 @@ fn judge(input: &Input, located: &Located, f: &mut Findings, report: &mut Report
                 }
                 None
             }
-            Some(row) => read_value(m, row.value_at, row.value.as_ref(), f),
+            Some(row) => read_value(m, row.value_at, row.value.as_ref(), csv, f),
         };
         report.values.insert(m.id.clone(), value);
     }
@@ -146,6 +159,7 @@ fn read_value(
     m: &crate::collection::Measure,
     at: CellRef,
     cell: Option<&crate::workbook::Cell>,
+    csv: bool,
     f: &mut Findings,
 ) -> Option<i64> {
     match values::read(cell) {
@@ -174,7 +188,7 @@ fn read_value(
             None
         }
         Reading::Whole { value, from_text } => {
-            if from_text {
+            if from_text && !csv {
                 f.push("IAPT-W03", Some(&m.id), Some(at), format!(
                     "{} (cell {at}) was stored as text (\"{}\"); it was read as the number {value}. Please format the Value cells as numbers in future returns.",
                     m.id,

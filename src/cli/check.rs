@@ -96,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             collections: &loaded.collections,
             registry: &loaded.registry,
             expected_org: args.org.as_deref(),
+            expected_from: crate::validate::ExpectedFrom::CommandLine,
             expected_period: period,
             now: args.global.now,
             history: &NoHistory,

@@ -60,6 +60,7 @@ impl Returns {
                 collections: &env.collections,
                 registry: &env.registry,
                 expected_org: Some(org),
+                expected_from: crate::validate::ExpectedFrom::Subject,
                 expected_period: None,
                 now: Some(msg.received_at),
                 history: &history,

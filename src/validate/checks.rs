@@ -77,7 +77,9 @@ pub(super) fn cross_checks(located: &Located, values: &Values, f: &mut Findings)
                 "{} is {k6b} but {} is {k5}: people who completed treatment and were not at caseness at initial assessment are part of all who completed treatment, so KPI6b cannot exceed KPI5. Check KPI5 and KPI6b.",
                 named(located, "KPI6b"), named(located, "KPI5")
             ));
-        } else if let Some(k6) = v("KPI6").filter(|k6| *k6 > k5 - k6b) {
+        }
+        // Independent of E03 (SPEC §2 lists them separately): with KPI6b > KPI5 no KPI6 fits.
+        if let Some(k6) = v("KPI6").filter(|k6| *k6 > k5 - k6b) {
             f.push("IAPT-E04", Some("KPI6"), cell(located, "KPI6"), format!(
                 "{} is {k6} but KPI5 − KPI6b is {} ({k5} − {k6b}): people moving to recovery cannot exceed those who completed treatment at caseness. Check KPI5, KPI6 and KPI6b.",
                 named(located, "KPI6"), k5 - k6b

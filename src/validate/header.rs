@@ -51,10 +51,17 @@ pub(super) fn organisation(input: &Input, located: &Located, f: &mut Findings) -
             .registry
             .get(expected)
             .map_or(expected.to_string(), |o| format!("{} ({})", o.code, o.name));
-        f.push("IAPT-E10", None, at, format!(
-            "The Organisation code{cell} is {} ({}) but the email subject names {named}. Correct the code in the return, or send it with a subject naming the organisation the return is for.",
-            org.code, org.name
-        ));
+        let message = match input.expected_from {
+            super::ExpectedFrom::Subject => format!(
+                "The Organisation code{cell} is {} ({}) but the email subject names {named}. Correct the code in the return, or send it with a subject naming the organisation the return is for.",
+                org.code, org.name
+            ),
+            super::ExpectedFrom::CommandLine => format!(
+                "The Organisation code{cell} is {} ({}) but the return was checked for {named} (--org). Correct the code in the return, or check it for the organisation it is for.",
+                org.code, org.name
+            ),
+        };
+        f.push("IAPT-E10", None, at, message);
     }
     Some(org.code.clone())
 }

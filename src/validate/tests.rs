@@ -104,6 +104,7 @@ fn run(o: &Owned) -> Report {
         collections: &collections,
         registry: &registry,
         expected_org: o.case.org,
+        expected_from: crate::validate::ExpectedFrom::Subject,
         expected_period: o.case.period,
         now: o.case.now,
         history: &o.case.history,

@@ -134,17 +134,6 @@ fn judge(name: &str) -> Option<String> {
     None
 }
 
-/// Fixtures on which the program disagrees with SPEC, reported to the lead; each is left out of
-/// the main test and judged by `known_disagreements_with_spec` (run with `--ignored`). Remove an
-/// entry when it is fixed.
-const KNOWN_BUGS: &[(&str, &str)] = &[
-    ("e02-formula-no-value.xlsx", "reader: <f> with an empty <v/> is read as blank, not E02"),
-    ("e03-e04.xlsx", "validator: E04 is not reported when E03 fires, though KPI6 > KPI5 − KPI6b"),
-    ("valid-2col.csv", "validator: every csv value gets W03, though csv has no number type"),
-    ("e01-2col.csv", "validator: every csv value gets W03"),
-    ("e02-2col.csv", "validator: every csv value gets W03"),
-];
-
 fn assert_all_match(names: &[String]) {
     let failures: Vec<String> = names.iter().filter_map(|n| judge(n)).collect();
     assert!(
@@ -158,16 +147,8 @@ fn assert_all_match(names: &[String]) {
 
 #[test]
 fn every_golden_return_gets_the_expected_report_and_exit_code() {
-    let names: Vec<String> =
-        fixture_names().into_iter().filter(|n| !KNOWN_BUGS.iter().any(|(k, _)| k == n)).collect();
+    let names = fixture_names();
     assert!(names.len() >= 30, "fixtures missing: found {}", names.len());
-    assert_all_match(&names);
-}
-
-#[test]
-#[ignore = "known disagreements with SPEC, listed in KNOWN_BUGS"]
-fn known_disagreements_with_spec() {
-    let names: Vec<String> = KNOWN_BUGS.iter().map(|(n, _)| n.to_string()).collect();
     assert_all_match(&names);
 }
 

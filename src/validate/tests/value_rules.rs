@@ -63,9 +63,15 @@ fn w03_number_stored_as_text_is_read_as_the_number() {
 }
 
 #[test]
-fn e03_kpi6b_above_kpi5() {
+fn e03_kpi6b_above_kpi5_and_e04_is_judged_independently() {
     let r = good().value("KPI6b", 401.0).report();
-    assert_eq!(found(&r), one("IAPT-E03", Some("C18")));
+    // KPI5 − KPI6b is then negative, so no KPI6 fits either: both rules are reported (SPEC §2).
+    let mut want = one("IAPT-E03", Some("C18"));
+    want.extend(one("IAPT-E04", Some("C17")));
+    let mut got = found(&r);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
     assert!(
         message(&r, "IAPT-E03").starts_with("KPI6b (cell C18) is 401 but KPI5 (cell C16) is 400")
     );

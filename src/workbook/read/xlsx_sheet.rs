@@ -169,6 +169,11 @@ fn finish_cell(
     let value = match (c.kind.as_str(), c.value, c.formula, c.inline) {
         ("inlineStr", _, _, Some(text)) => Cell::Text(text),
         (_, None, Some(formula), _) => Cell::FormulaNoValue(formula),
+        // openpyxl and other writers that never calculate save `<f>…</f><v/>`: an empty value is
+        // a saved result only for a string formula (`t="str"`), whose result may be "".
+        (kind, Some(v), Some(formula), _) if v.is_empty() && kind != "str" => {
+            Cell::FormulaNoValue(formula)
+        }
         (_, None, None, _) => return Ok(()),
         ("s", Some(v), _, _) => {
             let found = v.trim().parse::<usize>().ok().and_then(|i| strings.get(i));
