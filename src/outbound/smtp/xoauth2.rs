@@ -76,7 +76,15 @@ impl TokenLogin {
             }
             Err(e) => return Err(classify(relay, &e)),
         }
-        self.transport(relay)?.send_raw(envelope, raw).map(|_| ()).map_err(|e| classify(relay, &e))
+        self.transport(relay)?.send_raw(envelope, raw).map(|_| ()).map_err(|e| {
+            let mut err = classify(relay, &e);
+            if token_refused(&e) {
+                // lettre's words for a refusal by challenge ("does not expect a challenge")
+                // would send whoever reads `status` looking in the wrong place.
+                err.message = format!("relay {relay} refused a fresh XOAUTH2 token too: {e}");
+            }
+            err
+        })
     }
 }
 
