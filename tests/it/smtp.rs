@@ -329,4 +329,16 @@ fn bench_hundred_sends_pooled_and_unpooled() {
         }
     });
     println!("pooled, 4 threads: 100 sends in {:.2?}", start.elapsed());
+    // From handing a reply to the relay to the file in the recipient's Maildir.
+    let mut arrival: Vec<Duration> = (0..20)
+        .map(|n| {
+            let item = reply(1000 + n, "arrival", &leeds.address);
+            let t = Instant::now();
+            transport.send(&item).expect("sent");
+            wait_for(&stack, &leeds.address, &item.message_id);
+            t.elapsed()
+        })
+        .collect();
+    arrival.sort();
+    println!("send to mailbox: p50 {:.1?}, max {:.1?} (20 replies)", arrival[10], arrival[19]);
 }
