@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod guarded;
 pub mod mail;
 pub mod mailbox;
+pub mod oauth2;
 pub mod outbound;
 pub mod pipeline;
 pub mod reply;
