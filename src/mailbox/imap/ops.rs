@@ -46,11 +46,12 @@ pub async fn ensure_folder(s: &mut Session, folder: &str, t: Duration) -> Result
         return Ok(());
     }
     tracing::info!(folder, "creating IMAP folder");
-    limit(t, "CREATE", s.create(&quoted)).await
+    limit(t, "CREATE", s.create(folder)).await
 }
 
 pub async fn select(s: &mut Session, folder: &str, t: Duration) -> Result<Selected, Fault> {
-    let mailbox = limit(t, "SELECT", s.select(quote(folder)?)).await?;
+    quote(folder)?; // the library quotes it; this refuses names it cannot
+    let mailbox = limit(t, "SELECT", s.select(folder)).await?;
     let uid_validity =
         mailbox.uid_validity.ok_or_else(|| Fault::Protocol("SELECT gave no UIDVALIDITY".into()))?;
     Ok(Selected { uid_validity })
@@ -122,12 +123,11 @@ pub async fn move_out(
     caps: &Caps,
     t: Duration,
 ) -> Result<(), Fault> {
-    let dest = quote(dest)?;
     let set = uid.to_string();
     if caps.r#move {
-        return limit(t, "UID MOVE", s.uid_mv(&set, &dest)).await;
+        return limit(t, "UID MOVE", s.uid_mv(&set, dest)).await;
     }
-    limit(t, "UID COPY", s.uid_copy(&set, &dest)).await?;
+    limit(t, "UID COPY", s.uid_copy(&set, dest)).await?;
     limit(t, "UID STORE", async {
         let stream = s.uid_store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
         stream.try_collect::<Vec<_>>().await
@@ -214,8 +214,9 @@ pub async fn poll(s: &mut Session, wait: Duration, t: Duration) -> Result<bool, 
     }
 }
 
-/// A folder name as an IMAP quoted string. Folder names come from our config, so anything
-/// that would need a literal is refused rather than escaped.
+/// A folder name as an IMAP quoted string (for LIST, whose pattern the library passes as it is;
+/// SELECT, CREATE, COPY and MOVE quote by themselves). Folder names come from our config, so
+/// anything that would need a literal is refused rather than escaped.
 pub fn quote(folder: &str) -> Result<String, Fault> {
     if folder.is_empty() || folder.chars().any(|c| c.is_control() || !c.is_ascii()) {
         return Err(Fault::Setup(format!("folder name {folder:?} needs plain ASCII")));
