@@ -60,6 +60,9 @@ pub async fn select(s: &mut Session, folder: &str, t: Duration) -> Result<Select
 /// Every message still in the folder with its arrival time and size, oldest first. Messages
 /// flagged \Deleted (a half-done move without MOVE) are left out: they are processed already.
 pub async fn list(s: &mut Session, t: Duration) -> Result<Vec<Listed>, Fault> {
+    // NOOP first: it lets the server tell this session about messages another session moved
+    // or expunged, which a FETCH alone may still show.
+    limit(t, "NOOP", s.noop()).await?;
     let fetched = limit(t, "UID FETCH (list)", async {
         let stream = s.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)").await?;
         stream.try_collect::<Vec<_>>().await
