@@ -378,3 +378,46 @@ impl Proxy {
 }
 
 mod daemon;
+
+/// The figure for the report: SMTP acceptance → `pending()` listing the message, with the
+/// daemon's pattern of 1 s waits on IDLE. Ignored in the suite (about 15 s); run with
+/// `cargo test --test it imap::idle_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn idle_latency_from_smtp_acceptance_to_pending() {
+    let stack = stack("imap-latency");
+    let mut source = ImapSource::connect(&intake_config(&stack)).expect("login");
+    let port = stack.smtp_port;
+    let mut samples = Vec::new();
+    for i in 0..20 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200 + 37 * (i % 7)));
+            let raw = message(&format!("latency-{i}"));
+            smtp_send(port, "analyst@leeds.nhs.test", "intake@example.nhs.test", &raw);
+            tx.send(Instant::now()).expect("send");
+        });
+        let seen = loop {
+            source.wait(Duration::from_secs(1)).expect("wait");
+            let pending = source.pending().expect("pending");
+            if let Some(p) = pending.first() {
+                let seen = Instant::now();
+                source.mark_processed(&p.key).expect("move");
+                break seen;
+            }
+        };
+        sender.join().expect("sender");
+        let accepted = rx.recv().expect("accepted");
+        samples.push(seen.saturating_duration_since(accepted));
+    }
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "IDLE latency over {}: p50 {:.0} ms, p99 {:.0} ms, min {:.0} ms",
+        samples.len(),
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() * 99 / 100]),
+        ms(samples[0])
+    );
+    assert!(samples[samples.len() / 2] < Duration::from_secs(2));
+}
