@@ -111,6 +111,17 @@ fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u
     })
 }
 
+/// SMTP's XOAUTH2 login takes its tokens from here too.
+impl crate::outbound::smtp::TokenProvider for TokenSource {
+    fn token(&self) -> Result<crate::config::Secret, String> {
+        TokenSource::token(self).map_err(|e| e.to_string())
+    }
+
+    fn invalidate(&self) {
+        TokenSource::invalidate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,16 +163,5 @@ mod tests {
         let err = source.token().expect_err("times out");
         assert!(matches!(err, TokenError::Timeout(_)));
         assert!(started.elapsed() < Duration::from_secs(5));
-    }
-}
-
-/// SMTP's XOAUTH2 login takes its tokens from here too.
-impl crate::outbound::smtp::TokenProvider for TokenSource {
-    fn token(&self) -> Result<crate::config::Secret, String> {
-        TokenSource::token(self).map_err(|e| e.to_string())
-    }
-
-    fn invalidate(&self) {
-        TokenSource::invalidate(self)
     }
 }
