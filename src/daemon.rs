@@ -2,7 +2,7 @@
 //! filing is durable, deliver due replies, then wait for more. Shuts down on purpose: a signal
 //! stops intake, the message in hand finishes, then the loop returns (STYLE habit 5).
 
-use crate::mailbox::{MailSource, SourceError};
+use crate::mailbox::{MailSource, Pending, SourceError};
 use crate::outbound::{deliver_due_with, DeliveryStats, Transport};
 use crate::pipeline::{self, Env, Incoming, Processed};
 use crate::store::Store;
@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Messages filed per group commit. Large enough that the flush is shared by many, small enough
+/// that a reply to the first of a burst is not held up for long.
+const FILING_BATCH: usize = 50;
 /// Replies fetched from the outbox at a time.
 const DELIVERY_BATCH: usize = 500;
 /// Replies in flight at once (the SMTP pool holds as many connections).
@@ -93,15 +96,37 @@ pub struct Daemon<'a, S: Store, M: MailSource, T: Transport + ?Sized> {
 }
 
 impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
-    /// Process everything waiting now, then deliver due replies.
+    /// Process everything waiting now, then deliver due replies. Messages are filed in batches
+    /// (group commit: one flush for many filings), and a batch leaves the mailbox only once its
+    /// commit has returned — so a crash at any point leaves every unfiled message in the inbox.
     pub fn round(&mut self) -> Result<Round, DaemonError> {
         let mut round = Round::default();
         let pending = self.source.pending()?;
-        for p in pending {
+        let mut chunks = pending.chunks(FILING_BATCH);
+        for chunk in chunks.by_ref() {
             if self.shutdown.requested() {
-                round.deferred += 1;
+                round.deferred += chunk.len();
                 continue;
             }
+            if !self.batch(chunk, &mut round)? {
+                break; // store trouble: leave the rest for a later round
+            }
+        }
+        round.deferred += chunks.map(<[_]>::len).sum::<usize>();
+        round.delivery = self.deliver()?;
+        Ok(round)
+    }
+
+    /// File one batch and move it out of the mailbox. `Ok(false)` when the store is in trouble
+    /// (nothing of the batch was filed; it stays in the mailbox).
+    fn batch(&mut self, chunk: &[Pending], round: &mut Round) -> Result<bool, DaemonError> {
+        if let Err(e) = self.store.begin_batch() {
+            tracing::warn!("cannot start filing, messages left in the inbox: {e}");
+            round.deferred += chunk.len();
+            return if e.is_transient() { Ok(false) } else { Err(e.into()) };
+        }
+        let mut done: Vec<Processed> = Vec::with_capacity(chunk.len());
+        for p in chunk {
             let raw = match self.source.fetch(&p.key) {
                 Ok(raw) => raw,
                 Err(SourceError::Gone { .. }) => continue, // another process took it
@@ -110,28 +135,26 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                     round.deferred += 1;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.store.rollback_batch();
+                    return Err(e.into());
+                }
             };
             let now = self.clock.now();
             let received_at = self.clock.fixed.unwrap_or(p.received_at);
             let msg = Incoming { raw: &raw, source_key: &p.key, received_at };
             match pipeline::process(self.store, self.env, msg, now) {
-                Ok(done) => {
-                    log(&done);
-                    match self.source.mark_processed(&p.key) {
-                        Ok(()) | Err(SourceError::Gone { .. }) => {}
-                        Err(e) => tracing::warn!(key = p.key, "filed, but not yet moved out of the inbox (a duplicate next time, never a second reply): {e}"),
-                    }
-                    round.processed.push(done);
-                }
+                Ok(processed) => done.push(processed),
                 Err(e) if e.is_transient() => {
-                    // The store is unavailable: leave this and the rest in the inbox.
-                    tracing::warn!(key = p.key, "not filed, left in the inbox to retry: {e}");
-                    round.deferred += 1;
-                    break;
+                    // The store is unavailable: abandon the batch; all of it stays in the inbox.
+                    tracing::warn!(key = p.key, "not filed, batch left in the inbox to retry: {e}");
+                    self.store.rollback_batch();
+                    round.deferred += chunk.len();
+                    return Ok(false);
                 }
                 Err(e) => {
-                    // Kept in the inbox (nothing is lost) and reported; the daemon carries on.
+                    // Only this message's savepoint was undone. It stays in the inbox (nothing
+                    // is lost) and is reported; the rest of the batch carries on.
                     tracing::error!(
                         key = p.key,
                         "cannot file this message, left in the inbox: {e}"
@@ -140,8 +163,22 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                 }
             }
         }
-        round.delivery = self.deliver()?;
-        Ok(round)
+        if let Err(e) = self.store.commit_batch() {
+            tracing::warn!("batch not committed, left in the inbox to retry: {e}");
+            round.deferred += done.len();
+            return if e.is_transient() { Ok(false) } else { Err(e.into()) };
+        }
+        let keys: Vec<String> = done.iter().map(|p| p.source_key.clone()).collect();
+        for (key, e) in self.source.mark_processed_many(&keys) {
+            if !matches!(e, SourceError::Gone { .. }) {
+                tracing::warn!(key, "filed, but not yet moved out of the inbox (a duplicate next time, never a second reply): {e}");
+            }
+        }
+        for p in &done {
+            log(p);
+        }
+        round.processed.extend(done);
+        Ok(true)
     }
 
     /// Deliver everything due, batch after batch, until a batch comes back short (all sent) or

@@ -32,6 +32,29 @@ pub struct Maildir {
 }
 
 impl Maildir {
+    /// Rename new/KEY → cur/KEY:2,S (atomic on one filesystem), without flushing.
+    fn move_to_cur(&self, key: &str) -> Result<(), SourceError> {
+        let from = self.new_path(key)?;
+        let to = self.root.join("cur").join(processed_name(key));
+        match fs::rename(&from, &to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if to.exists() {
+                    Ok(())
+                } else {
+                    Err(SourceError::Gone { key: key.to_string() })
+                }
+            }
+            Err(e) => Err(SourceError::io("rename", from, e)),
+        }
+    }
+
+    /// Flush both directories so the moves survive a power cut.
+    fn sync_dirs(&self) -> Result<(), SourceError> {
+        sync_dir(&self.root.join("cur"))?;
+        sync_dir(&self.new_dir())
+    }
+
     /// Opens the Maildir at `root`, creating `new/`, `cur/` and `tmp/` if missing.
     pub fn open(root: impl Into<PathBuf>) -> Result<Maildir, SourceError> {
         let root = root.into();
@@ -128,24 +151,22 @@ impl MailSource for Maildir {
     }
 
     fn mark_processed(&mut self, key: &str) -> Result<(), SourceError> {
-        let from = self.new_path(key)?;
-        let cur = self.root.join("cur");
-        let to = cur.join(processed_name(key));
-        match fs::rename(&from, &to) {
-            Ok(()) => {
-                // The move must survive a crash, or the message would be processed again.
-                sync_dir(&cur)?;
-                sync_dir(&self.new_dir())
+        // A move lost in a crash is harmless (the message is read again and recognised as
+        // filed), but flushing keeps the mailbox tidy and the work done once.
+        self.move_to_cur(key)?;
+        self.sync_dirs()
+    }
+
+    fn mark_processed_many(&mut self, keys: &[String]) -> Vec<(String, SourceError)> {
+        let failed: Vec<(String, SourceError)> =
+            keys.iter().filter_map(|k| self.move_to_cur(k).err().map(|e| (k.clone(), e))).collect();
+        if failed.len() < keys.len() {
+            if let Err(e) = self.sync_dirs() {
+                // Harmless if lost: such a message is read again and recognised as filed.
+                tracing::warn!("moved to cur/, not yet flushed: {e}");
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if to.exists() {
-                    Ok(())
-                } else {
-                    Err(SourceError::Gone { key: key.to_string() })
-                }
-            }
-            Err(e) => Err(SourceError::io("rename", from, e)),
         }
+        failed
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<(), SourceError> {

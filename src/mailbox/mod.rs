@@ -42,6 +42,13 @@ pub trait MailSource {
     /// Idempotent: a message already processed is `Ok`.
     fn mark_processed(&mut self, key: &str) -> Result<(), SourceError>;
 
+    /// Takes several messages out of the pending set at once (a batch whose filings were
+    /// committed together). Returns the ones that could not be moved, with why. The default
+    /// moves them one by one; a source may do better (one directory flush, one MOVE of a set).
+    fn mark_processed_many(&mut self, keys: &[String]) -> Vec<(String, SourceError)> {
+        keys.iter().filter_map(|k| self.mark_processed(k).err().map(|e| (k.clone(), e))).collect()
+    }
+
     /// Blocks for up to `timeout`, returning early when new mail may have arrived. Returning
     /// early without new mail is allowed (the caller simply lists again).
     fn wait(&mut self, timeout: Duration) -> Result<(), SourceError>;

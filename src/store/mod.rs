@@ -57,6 +57,23 @@ pub trait Store: Outbox<Error = StoreError> + Send + Sync {
     /// comes back as `Filed::Duplicate`; `render` is then not called.
     fn file(&self, filing: &Filing, render: &mut Render<'_>) -> Result<Filed, StoreError>;
 
+    /// Start a group commit: until [`Store::commit_batch`], every filing is made inside one
+    /// transaction (each in a savepoint of its own) and blob writes skip their own flush.
+    /// Nothing filed in a batch is durable — or may leave the mailbox — before `commit_batch`
+    /// returns `Ok`. Reads inside the batch see its filings. A store that gains nothing from
+    /// batching keeps these defaults and commits each filing on its own.
+    fn begin_batch(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Flush the batch's blobs, then commit its transaction.
+    fn commit_batch(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Abandon the batch: none of its filings happened.
+    fn rollback_batch(&self) {}
+
     /// Whether a guidance reply to `sender` was queued on `day` (UTC).
     fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError>;
 

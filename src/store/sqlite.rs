@@ -16,6 +16,7 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     blobs: Blobs,
     path: PathBuf,
+    /// A group commit is open (see `Store::begin_batch`).
+    in_batch: AtomicBool,
 }
 
 impl SqliteStore {
@@ -47,7 +50,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
         let blobs = Blobs::open(blob_dir.as_ref())?;
-        Ok(SqliteStore { conn: Mutex::new(conn), blobs, path })
+        Ok(SqliteStore { conn: Mutex::new(conn), blobs, path, in_batch: AtomicBool::new(false) })
     }
 
     pub fn path(&self) -> &Path {
@@ -164,7 +167,43 @@ impl Store for SqliteStore {
     }
 
     fn file(&self, filing: &Filing, render: &mut Render<'_>) -> Result<Filed, StoreError> {
-        filing::file(&mut *self.conn()?, filing, render)
+        let in_batch = self.in_batch.load(Ordering::SeqCst);
+        filing::file(&mut *self.conn()?, in_batch, filing, render)
+    }
+
+    fn begin_batch(&self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        if self.in_batch.load(Ordering::SeqCst) {
+            return Err(StoreError::Data("a batch is already open".into()));
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.in_batch.store(true, Ordering::SeqCst);
+        self.blobs.set_deferred(true);
+        Ok(())
+    }
+
+    fn commit_batch(&self) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        if !self.in_batch.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Blobs first: a committed row must never name a blob that could vanish in a power cut.
+        let committed = self.blobs.flush().and_then(|()| Ok(conn.execute_batch("COMMIT")?));
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK"); // the error that matters is the first
+        }
+        self.in_batch.store(false, Ordering::SeqCst);
+        self.blobs.set_deferred(false);
+        committed
+    }
+
+    fn rollback_batch(&self) {
+        if let Ok(conn) = self.conn() {
+            if self.in_batch.swap(false, Ordering::SeqCst) {
+                let _ = conn.execute_batch("ROLLBACK"); // nothing more to do if it fails
+            }
+        }
+        self.blobs.set_deferred(false);
     }
 
     fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError> {

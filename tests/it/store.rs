@@ -516,3 +516,69 @@ fn a_tampered_blob_is_caught_on_read() {
     let err = store.get_blob(&hash).expect_err("tampering detected");
     assert!(matches!(err, StoreError::BlobCorrupt { .. }) && !err.is_transient());
 }
+
+/// Group commit (`begin_batch` … `commit_batch`): filings inside a batch see each other, a bad
+/// one is undone alone, and nothing of a batch exists until it commits.
+mod batch {
+    use super::*;
+
+    #[test]
+    fn a_committed_batch_is_durable_and_each_filing_sees_the_ones_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = open_sqlite(dir.path());
+            store.begin_batch().expect("begin");
+            submit(&store, "b1", vec![a_return("5N1", Some(Q1), true, 1)]);
+            // Same organisation and period inside the same batch: supersedes the first.
+            let r = submit(&store, "b2", vec![a_return("5N1", Some(Q1), true, 2)]);
+            assert_eq!(
+                r,
+                vec![("IAPT-2011-12-Q1-5N1-2".into(), Some("IAPT-2011-12-Q1-5N1-1".into()))]
+            );
+            // The same bytes again inside the batch are a duplicate.
+            let again = message(&store, "b1", Some("b1@leeds.nhs.test"));
+            assert!(matches!(
+                store.file(&again, &mut |_| vec![reply("x@dh.test", "a")]).expect("file"),
+                Filed::Duplicate(_)
+            ));
+            store.commit_batch().expect("commit");
+        }
+        let store = open_sqlite(dir.path());
+        assert_eq!(store.message_count().expect("count"), 2);
+        assert_eq!(store.due(t0(), 10).expect("due").len(), 2, "both replies queued");
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_nothing_and_uses_up_no_receipt() {
+        let (_dir, store) = sqlite_store();
+        store.begin_batch().expect("begin");
+        submit(&store, "r1", vec![a_return("5N1", Some(Q1), true, 1)]);
+        store.rollback_batch();
+        assert_eq!(store.message_count().expect("count"), 0);
+        assert!(store.due(t0(), 10).expect("due").is_empty());
+        let r = submit(&store, "r1", vec![a_return("5N1", Some(Q1), true, 1)]);
+        assert_eq!(r[0].0, "IAPT-2011-12-Q1-5N1-1");
+    }
+
+    #[test]
+    fn a_failing_filing_inside_a_batch_is_undone_alone() {
+        let (_dir, store) = sqlite_store();
+        store.begin_batch().expect("begin");
+        submit(&store, "ok1", vec![a_return("5N1", Some(Q1), true, 1)]);
+        let bad = message(&store, "bad", Some("bad@leeds.nhs.test"));
+        let err = store.file(&bad, &mut |_| vec![reply("s@dh.test", "a"), reply("s@dh.test", "b")]);
+        assert!(err.is_err(), "two replies with one Message-ID cannot be queued");
+        submit(&store, "ok2", vec![a_return("5NY", Some(Q1), true, 1)]);
+        store.commit_batch().expect("commit");
+        assert_eq!(store.message_count().expect("count"), 2, "the two good filings, not the bad");
+    }
+
+    #[test]
+    fn blobs_written_in_a_batch_are_readable_after_it_commits() {
+        let (_dir, store) = sqlite_store();
+        store.begin_batch().expect("begin");
+        let hash = store.put_blob(b"a raw message filed in a batch").expect("put");
+        store.commit_batch().expect("commit (flushes the blobs first)");
+        assert_eq!(store.get_blob(&hash).expect("get"), b"a raw message filed in a batch");
+    }
+}

@@ -10,25 +10,46 @@ use crate::store::{
     Assigned, AssignedReturn, Filed, Filing, NewReply, NewReturn, Render, StoreError,
 };
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Value};
 
 pub(super) fn file(
     conn: &mut Connection,
+    in_batch: bool,
     filing: &Filing,
     render: &mut Render<'_>,
 ) -> Result<Filed, StoreError> {
     check_filing(filing)?;
+    if in_batch {
+        // Inside a group commit the batch's transaction already holds the write lock; a
+        // savepoint keeps this filing all-or-nothing within it.
+        let sp = conn.savepoint()?;
+        let filed = file_in(&sp, filing, render)?;
+        if matches!(filed, Filed::New(_)) {
+            sp.commit()?;
+        }
+        return Ok(filed);
+    }
     // IMMEDIATE takes the write lock now, so no other process can file the same message
     // between the duplicate check and the insert.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(existing) = find_duplicate(&tx, filing.message_id.as_deref(), &filing.sha256)? {
-        return Ok(Filed::Duplicate(existing)); // dropping `tx` rolls back: nothing written
+    let filed = file_in(&tx, filing, render)?;
+    if matches!(filed, Filed::New(_)) {
+        tx.commit()?;
+    }
+    Ok(filed)
+}
+
+/// Everything of one filing, inside the caller's transaction or savepoint. On a duplicate
+/// nothing is written and the caller's scope is simply dropped.
+fn file_in(tx: &Connection, filing: &Filing, render: &mut Render<'_>) -> Result<Filed, StoreError> {
+    if let Some(existing) = find_duplicate(tx, filing.message_id.as_deref(), &filing.sha256)? {
+        return Ok(Filed::Duplicate(existing));
     }
     let at = filing.filed_at;
-    let message = insert_message(&tx, filing)?;
+    let message = insert_message(tx, filing)?;
     audit(
-        &tx,
+        tx,
         at,
         Some(message),
         "filed",
@@ -36,22 +57,21 @@ pub(super) fn file(
     )?;
     let mut assigned = Assigned { message, returns: Vec::with_capacity(filing.returns.len()) };
     for r in &filing.returns {
-        assigned.returns.push(insert_return(&tx, message, at, r)?);
+        assigned.returns.push(insert_return(tx, message, at, r)?);
     }
     for reply in render(&assigned) {
-        insert_reply(&tx, message, at, &reply)?;
+        insert_reply(tx, message, at, &reply)?;
     }
     if let Some(ours) = filing.bounce_of.as_deref().and_then(norm_message_id) {
-        record_bounce(&tx, message, at, &ours)?;
+        record_bounce(tx, message, at, &ours)?;
     }
     for e in &filing.audit {
-        audit(&tx, at, Some(message), &e.event, &e.detail)?;
+        audit(tx, at, Some(message), &e.event, &e.detail)?;
     }
-    tx.commit()?;
     Ok(Filed::New(assigned))
 }
 
-fn insert_message(tx: &Transaction<'_>, f: &Filing) -> Result<i64, StoreError> {
+fn insert_message(tx: &Connection, f: &Filing) -> Result<i64, StoreError> {
     tx.execute(
         "INSERT INTO messages (source_key, message_id, sha256, received_at, filed_at, sender,
              subject, class, outcome, detail, org, period, held, bounce_of)
@@ -77,7 +97,7 @@ fn insert_message(tx: &Transaction<'_>, f: &Filing) -> Result<i64, StoreError> {
 }
 
 fn insert_return(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     message: i64,
     at: DateTime<Utc>,
     r: &NewReturn,
@@ -126,7 +146,7 @@ fn insert_return(
 /// Marks the standing accepted return for the organisation and period (if any, other than the
 /// new one) as superseded by `new`, and returns its receipt.
 fn supersede(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     new: i64,
     org: &str,
     period: Option<&str>,
@@ -149,7 +169,7 @@ fn supersede(
 }
 
 fn insert_reply(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     message: i64,
     at: DateTime<Utc>,
     reply: &NewReply,
@@ -184,7 +204,7 @@ fn insert_reply(
 /// A bounce of one of our replies: marks the reply and records the event against the message
 /// it answered, where the Data Collection Team will look.
 fn record_bounce(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     bounce: i64,
     at: DateTime<Utc>,
     ours: &str,
