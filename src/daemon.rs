@@ -17,7 +17,7 @@ const FILING_BATCH: usize = 50;
 /// Replies fetched from the outbox at a time.
 const DELIVERY_BATCH: usize = 500;
 /// Replies in flight at once (the SMTP pool holds as many connections).
-const DELIVERY_WORKERS: usize = 4;
+const DELIVERY_WORKERS: usize = 8;
 
 /// The daemon's idea of the time: the real clock, or a fixed moment (`--now`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -62,7 +62,9 @@ pub struct SmtpSettings {
     pub timeout: Duration,
     /// PEM certificate(s) of a private CA, trusted besides the system roots.
     pub ca_pem: Option<Vec<u8>>,
-    /// Idle connections kept open for the next reply; 0 opens a connection per reply.
+    /// Idle connections kept open for the next reply; 0 opens a connection per reply. lettre
+    /// writes a message's final `.` line on its own, so each send waits out the relay's delayed
+    /// ACK (about 40 ms); the daemon's parallel senders, one per pooled connection, hide that.
     pub pool_size: u32,
 }
 
@@ -81,7 +83,7 @@ impl SmtpSettings {
             ca_pem: None,
             // The sender delivers one reply at a time, so a few connections are plenty; a
             // relay closes idle ones itself (Postfix after 300 s), and the pool notices.
-            pool_size: 4,
+            pool_size: 8,
         }
     }
 }
