@@ -231,6 +231,9 @@ impl ImapSource {
     }
 }
 
+/// UIDs per MOVE command, keeping the command line short (RFC 7162 §4 suggests ~8 KB).
+const MOVE_SET: usize = 200;
+
 /// Parses `imap:<validity>:<uid>`.
 pub fn parse_key(key: &str) -> Result<(u32, u32), SourceError> {
     let invalid = || SourceError::InvalidKey { key: key.to_string() };
@@ -327,10 +330,48 @@ impl MailSource for ImapSource {
         self.with_live(async |live, t| {
             let mut caps = live.caps;
             caps.r#move &= !force_copy;
-            ops::move_out(&mut live.session, uid, &dest, &caps, t).await
+            ops::move_out(&mut live.session, &[uid], &dest, &caps, t).await
         })?;
         self.sizes.remove(&uid);
         Ok(())
+    }
+
+    /// A committed batch leaves the folder in a few commands (`UID MOVE 1,2,3…`), not one round
+    /// trip per message.
+    fn mark_processed_many(&mut self, keys: &[String]) -> Vec<(String, SourceError)> {
+        let mut failed = Vec::new();
+        let mut uids = Vec::new();
+        for key in keys {
+            match self.uid_of(key) {
+                Ok(uid) => uids.push((key, uid)),
+                Err(e) => failed.push((key.clone(), e)),
+            }
+        }
+        let dest = self.cfg.processed_folder.clone();
+        let force_copy = self.force_copy;
+        for chunk in uids.chunks(MOVE_SET) {
+            let set: Vec<u32> = chunk.iter().map(|(_, uid)| *uid).collect();
+            let moved = self.with_live(async |live, t| {
+                let mut caps = live.caps;
+                caps.r#move &= !force_copy;
+                ops::move_out(&mut live.session, &set, &dest, &caps, t).await
+            });
+            match moved {
+                Ok(()) => {
+                    for uid in &set {
+                        self.sizes.remove(uid);
+                    }
+                }
+                Err(e) => {
+                    let transient = e.is_transient();
+                    let message = e.to_string();
+                    failed.extend(chunk.iter().map(|(k, _)| {
+                        ((*k).clone(), SourceError::Remote { message: message.clone(), transient })
+                    }));
+                }
+            }
+        }
+        failed
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<(), SourceError> {

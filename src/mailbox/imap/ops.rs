@@ -121,12 +121,12 @@ pub async fn size(s: &mut Session, uid: u32, t: Duration) -> Result<Option<u64>,
 /// the servers answer OK with nothing done.
 pub async fn move_out(
     s: &mut Session,
-    uid: u32,
+    uids: &[u32],
     dest: &str,
     caps: &Caps,
     t: Duration,
 ) -> Result<(), Fault> {
-    let set = uid.to_string();
+    let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     if caps.r#move {
         return limit(t, "UID MOVE", s.uid_mv(&set, dest)).await;
     }
