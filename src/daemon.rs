@@ -3,7 +3,7 @@
 //! stops intake, the message in hand finishes, then the loop returns (STYLE habit 5).
 
 use crate::mailbox::{MailSource, SourceError};
-use crate::outbound::{deliver_due, DeliveryStats, Transport};
+use crate::outbound::{deliver_due_with, DeliveryStats, Transport};
 use crate::pipeline::{self, Env, Incoming, Processed};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Replies delivered per round; the rest wait for the next round.
+/// Replies fetched from the outbox at a time.
 const DELIVERY_BATCH: usize = 500;
+/// Replies in flight at once (the SMTP pool holds as many connections).
+const DELIVERY_WORKERS: usize = 4;
 
 /// The daemon's idea of the time: the real clock, or a fixed moment (`--now`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -147,7 +149,13 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
     fn deliver(&mut self) -> Result<DeliveryStats, DaemonError> {
         let mut total = DeliveryStats::default();
         loop {
-            let s = deliver_due(self.store, self.transport, self.clock.now(), DELIVERY_BATCH)?;
+            let s = deliver_due_with(
+                self.store,
+                self.transport,
+                self.clock.now(),
+                DELIVERY_BATCH,
+                DELIVERY_WORKERS,
+            )?;
             total.sent += s.sent;
             total.retried += s.retried;
             total.failed += s.failed;

@@ -17,7 +17,7 @@ pub mod smtp;
 pub use build::{smtp_settings, transport_from_config};
 pub use file::FileTransport;
 pub use memory::{MemoryOutbox, MemoryTransport, OutboxState};
-pub use sender::{backoff, deliver_due, DeliveryStats};
+pub use sender::{backoff, deliver_due, deliver_due_with, DeliveryStats};
 pub use sendmail::SendmailTransport;
 pub use smtp::{AuthMechanism, Secret, SmtpSettings, SmtpTls, SmtpTransport};
 

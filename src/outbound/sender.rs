@@ -4,7 +4,7 @@
 //! clock from its caller and the queue through the `Outbox` port, so it runs the same against
 //! SQLite and in memory.
 
-use super::{Outbox, Transport};
+use super::{Outbox, OutboxItem, Transport};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
 
@@ -31,22 +31,71 @@ pub struct DeliveryStats {
     pub deferred: usize,
 }
 
-/// Delivers up to `limit` replies due at `now`, oldest first. Each outcome is recorded as soon
-/// as the transport answers, which keeps the window in which a crash could cause a second copy
-/// (SPEC §5) down to that one store write. A store error stops the round and is returned; the
-/// reply in hand stays due and goes out again, identical, next time.
-pub fn deliver_due<O: Outbox, T: Transport + ?Sized>(
+/// Delivers up to `limit` replies due at `now`, oldest first, one at a time. Each outcome is
+/// recorded as soon as the transport answers, which keeps the window in which a crash could cause
+/// a second copy (SPEC §5) down to that one store write. A store error stops the round and is
+/// returned; the reply in hand stays due and goes out again, identical, next time.
+pub fn deliver_due<O: Outbox + Sync, T: Transport + ?Sized>(
     outbox: &O,
     transport: &T,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<DeliveryStats, O::Error> {
+    deliver_due_with(outbox, transport, now, limit, 1)
+}
+
+/// As [`deliver_due`], with up to `workers` replies in flight at once (each worker takes every
+/// `workers`-th due reply, so order is kept roughly). A relay answers each message only after a
+/// round trip or more, so a few connections from the pool multiply throughput; every outcome is
+/// still recorded the moment its own send returns.
+pub fn deliver_due_with<O: Outbox + Sync, T: Transport + ?Sized>(
+    outbox: &O,
+    transport: &T,
+    now: DateTime<Utc>,
+    limit: usize,
+    workers: usize,
+) -> Result<DeliveryStats, O::Error> {
     let due = outbox.due(now, limit)?;
+    let workers = workers.clamp(1, due.len().max(1));
+    if workers == 1 {
+        return deliver(outbox, transport, now, due.iter());
+    }
+    let results: Vec<Result<DeliveryStats, O::Error>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let share = due.iter().skip(w).step_by(workers);
+                scope.spawn(move || deliver(outbox, transport, now, share))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut total = DeliveryStats::default();
+    for r in results {
+        let s = r?;
+        total.sent += s.sent;
+        total.retried += s.retried;
+        total.failed += s.failed;
+        total.deferred += s.deferred;
+    }
+    Ok(total)
+}
+
+/// One worker's share, in order.
+fn deliver<'a, O: Outbox, T: Transport + ?Sized>(
+    outbox: &O,
+    transport: &T,
+    now: DateTime<Utc>,
+    items: impl ExactSizeIterator<Item = &'a OutboxItem>,
+) -> Result<DeliveryStats, O::Error> {
     let mut stats = DeliveryStats::default();
     let mut failing = 0;
-    for (n, item) in due.iter().enumerate() {
+    let count = items.len();
+    for (n, item) in items.enumerate() {
         if failing >= DOWN_AFTER {
-            stats.deferred = due.len() - n;
+            stats.deferred = count - n;
             tracing::warn!(
                 deferred = stats.deferred,
                 "relay looks down; rest of the round deferred"
@@ -131,6 +180,23 @@ mod tests {
         let waits: std::collections::BTreeSet<_> = (1..50).map(|id| backoff(id, 8)).collect();
         assert!(waits.len() > 40, "only {} distinct waits", waits.len());
         assert_eq!(backoff(7, 3), backoff(7, 3));
+    }
+
+    #[test]
+    fn parallel_workers_send_every_due_reply_exactly_once() {
+        let outbox = MemoryOutbox::new();
+        for n in 0..23 {
+            outbox.queue(&format!("r{n}@t"), "f@t.test", &["a@t.test"], b"x");
+        }
+        let transport = MemoryTransport::new();
+        let stats = deliver_due_with(&outbox, &transport, now(), 100, 4).expect("delivered");
+        assert_eq!(stats.sent, 23);
+        let mut ids: Vec<String> = transport.sent().into_iter().map(|i| i.message_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 23, "each reply sent once");
+        let again = deliver_due_with(&outbox, &transport, now(), 100, 4).expect("second round");
+        assert_eq!(again.sent, 0, "nothing due after a full round");
     }
 
     #[test]

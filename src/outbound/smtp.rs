@@ -1,16 +1,23 @@
 //! Sends replies to an SMTP relay with lettre's blocking, pooled transport, passing the stored
 //! bytes through `send_raw` so what goes out is exactly what was filed.
 //!
-//! Owns the relay settings and the translation of the relay's answers into retry decisions.
+//! Owns the relay settings (TLS with an optional private CA, timeout, pool, login) and the
+//! translation of the relay's answers into retry decisions. XOAUTH2 logins live in `xoauth2`.
+//! Must not read files or run commands: secrets, the CA and tokens arrive from `build`.
+
+mod xoauth2;
 
 use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};
 pub use crate::config::Secret;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::response::{Category, Code, Severity};
+use lettre::transport::smtp::{PoolConfig, SmtpTransportBuilder};
 use lettre::Transport as _;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+pub use xoauth2::TokenProvider;
 
 /// How the connection to the relay is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +60,15 @@ pub struct SmtpSettings {
     pub auth: Vec<AuthMechanism>,
     /// For connecting and for each command.
     pub timeout: Duration,
+    /// PEM certificate(s) of a private CA, trusted besides the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Idle connections kept open for the next reply; 0 opens a connection per reply.
+    pub pool_size: u32,
 }
 
 impl SmtpSettings {
-    /// Settings for `host` with the usual port for `tls`, no login, and a 30 s timeout.
+    /// Settings for `host` with the usual port for `tls`, no login, a 30 s timeout and a pool
+    /// of 4 connections.
     pub fn new(host: impl Into<String>, tls: SmtpTls) -> SmtpSettings {
         SmtpSettings {
             host: host.into(),
@@ -66,6 +78,10 @@ impl SmtpSettings {
             password: None,
             auth: Vec::new(),
             timeout: Duration::from_secs(30),
+            ca_pem: None,
+            // The sender delivers one reply at a time, so a few connections are plenty; a
+            // relay closes idle ones itself (Postfix after 300 s), and the pool notices.
+            pool_size: 4,
         }
     }
 }
@@ -73,8 +89,16 @@ impl SmtpSettings {
 /// A pooled connection to one relay.
 #[derive(Clone)]
 pub struct SmtpTransport {
-    inner: lettre::SmtpTransport,
+    login: Login,
     relay: String,
+}
+
+#[derive(Clone)]
+enum Login {
+    /// No login, or a fixed password: one pooled transport for the life of the daemon.
+    Fixed(lettre::SmtpTransport),
+    /// XOAUTH2: the transport is rebuilt whenever the token changes.
+    Token(Arc<xoauth2::TokenLogin>),
 }
 
 impl fmt::Debug for SmtpTransport {
@@ -85,42 +109,52 @@ impl fmt::Debug for SmtpTransport {
 
 impl SmtpTransport {
     /// Builds the transport; nothing connects until the first send. Fails only on settings that
-    /// can never work (a login without a password, TLS that cannot be set up).
+    /// can never work (a login without a password, a CA that is not PEM, TLS that cannot be set
+    /// up, XOAUTH2 without a token source: use `with_tokens`).
     pub fn new(settings: &SmtpSettings) -> Result<SmtpTransport, SendError> {
-        let host = settings.host.trim();
-        let tls = |wrap: fn(TlsParameters) -> Tls| {
-            TlsParameters::new(host.to_string())
-                .map(wrap)
-                .map_err(|e| SendError::permanent(format!("TLS setup for {host}: {e}")))
-        };
-        let tls = match settings.tls {
-            SmtpTls::Implicit => tls(Tls::Wrapper)?,
-            SmtpTls::StartTls => tls(Tls::Required)?,
-            SmtpTls::None => Tls::None,
-        };
-        let mut builder = lettre::SmtpTransport::builder_dangerous(host)
-            .port(settings.port)
-            .tls(tls)
-            .timeout(Some(settings.timeout));
-        match (&settings.username, &settings.password) {
+        let builder = base_builder(settings)?;
+        let relay = relay_name(settings);
+        if settings.auth.contains(&AuthMechanism::Xoauth2) && settings.password.is_none() {
+            return Err(SendError::permanent(format!(
+                "SMTP relay {relay}: XOAUTH2 needs a token source"
+            )));
+        }
+        let builder = match (&settings.username, &settings.password) {
             (Some(user), Some(password)) => {
-                builder =
-                    builder.credentials(Credentials::new(user.clone(), password.expose().into()));
+                builder.credentials(Credentials::new(user.clone(), password.expose().into()))
             }
             (Some(user), None) => {
                 return Err(SendError::permanent(format!("SMTP user {user} has no password")));
             }
-            (None, _) => {}
-        }
-        if !settings.auth.is_empty() {
-            builder = builder.authentication(settings.auth.iter().map(|m| mechanism(*m)).collect());
-        }
-        Ok(SmtpTransport { inner: builder.build(), relay: format!("{host}:{}", settings.port) })
+            (None, _) => builder,
+        };
+        Ok(SmtpTransport { login: Login::Fixed(builder.build()), relay })
     }
 
-    /// Connects and greets the relay once, so a wrong host or port shows at start-up.
+    /// Builds a transport that logs in with XOAUTH2 as `settings.username`, taking each access
+    /// token from `tokens`. When the relay refuses a token, it is invalidated and the reply is
+    /// tried once more with a fresh one.
+    pub fn with_tokens(
+        settings: &SmtpSettings,
+        tokens: Arc<dyn TokenProvider>,
+    ) -> Result<SmtpTransport, SendError> {
+        let relay = relay_name(settings);
+        let user = settings.username.clone().ok_or_else(|| {
+            SendError::permanent(format!("SMTP relay {relay}: XOAUTH2 needs a username"))
+        })?;
+        let builder = base_builder(settings)?.authentication(vec![Mechanism::Xoauth2]);
+        let login = xoauth2::TokenLogin::new(builder, user, tokens);
+        Ok(SmtpTransport { login: Login::Token(Arc::new(login)), relay })
+    }
+
+    /// Connects and greets the relay once (logging in if configured), so a wrong host, port,
+    /// CA or credential shows at start-up.
     pub fn test_connection(&self) -> Result<(), SendError> {
-        match self.inner.test_connection() {
+        let answer = match &self.login {
+            Login::Fixed(transport) => transport.test_connection(),
+            Login::Token(login) => login.transport(&self.relay)?.test_connection(),
+        };
+        match answer {
             Ok(true) => Ok(()),
             Ok(false) => Err(SendError::transient(format!("relay {} did not answer", self.relay))),
             Err(e) => Err(classify(&self.relay, &e)),
@@ -134,8 +168,57 @@ impl Transport for SmtpTransport {
         // lettre ends DATA with CRLF "." CRLF after the bytes it is given; a message that
         // already ends in CRLF would gain an empty last line, so that CRLF is left to lettre.
         let raw = item.raw.strip_suffix(b"\r\n").unwrap_or(&item.raw);
-        self.inner.send_raw(&envelope, raw).map(|_| ()).map_err(|e| classify(&self.relay, &e))
+        match &self.login {
+            Login::Fixed(transport) => transport
+                .send_raw(&envelope, raw)
+                .map(|_| ())
+                .map_err(|e| classify(&self.relay, &e)),
+            Login::Token(login) => login.send(&self.relay, &envelope, raw),
+        }
     }
+}
+
+fn relay_name(settings: &SmtpSettings) -> String {
+    format!("{}:{}", settings.host.trim(), settings.port)
+}
+
+/// Everything but the login: relay, port, TLS (system roots plus the private CA), timeout, pool.
+fn base_builder(settings: &SmtpSettings) -> Result<SmtpTransportBuilder, SendError> {
+    let host = settings.host.trim();
+    let tls = |wrap: fn(TlsParameters) -> Tls| -> Result<Tls, SendError> {
+        let mut params = TlsParameters::builder(host.to_string());
+        if let Some(pem) = &settings.ca_pem {
+            params = params.add_root_certificate(ca_certificate(pem)?);
+        }
+        params
+            .build()
+            .map(wrap)
+            .map_err(|e| SendError::permanent(format!("TLS setup for {host}: {e}")))
+    };
+    let tls = match settings.tls {
+        SmtpTls::Implicit => tls(Tls::Wrapper)?,
+        SmtpTls::StartTls => tls(Tls::Required)?,
+        SmtpTls::None => Tls::None,
+    };
+    let mut builder = lettre::SmtpTransport::builder_dangerous(host)
+        .port(settings.port)
+        .tls(tls)
+        .timeout(Some(settings.timeout))
+        .pool_config(PoolConfig::new().max_size(settings.pool_size));
+    if !settings.auth.is_empty() {
+        builder = builder.authentication(settings.auth.iter().map(|m| mechanism(*m)).collect());
+    }
+    Ok(builder)
+}
+
+/// The private CA; PEM text without a single certificate in it is refused rather than
+/// silently trusting nothing extra.
+fn ca_certificate(pem: &[u8]) -> Result<Certificate, SendError> {
+    let refuse = |why: &str| SendError::permanent(format!("SMTP CA certificate: {why}"));
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(refuse("no PEM certificate found"));
+    }
+    Certificate::from_pem(pem).map_err(|e| refuse(&e.to_string()))
 }
 
 fn mechanism(m: AuthMechanism) -> Mechanism {

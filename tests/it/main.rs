@@ -8,5 +8,6 @@ mod cli;
 mod mail;
 mod outbound;
 mod pipeline;
+mod smtp;
 mod store;
 mod workbook;
