@@ -187,23 +187,33 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                     continue;
                 }
             }
-            self.wait(poll)?;
+            self.wait(poll);
         }
         Ok(())
     }
 
-    /// Wait for mail in short slices so a shutdown request is noticed within a second.
-    fn wait(&mut self, poll: Duration) -> Result<(), DaemonError> {
+    /// Wait for mail in short slices so a shutdown request is noticed within a second. Trouble
+    /// with the mailbox while waiting is logged and ends the wait: the next round meets it again
+    /// and backs off, so an outage never stops the daemon.
+    fn wait(&mut self, poll: Duration) {
         let slice = Duration::from_secs(1).min(poll);
         let mut waited = Duration::ZERO;
         while waited < poll && !self.shutdown.requested() {
-            self.source.wait(slice)?;
+            if let Err(e) = self.source.wait(slice) {
+                tracing::warn!("waiting for mail: {e}");
+                self.sleep(slice);
+                return;
+            }
             waited += slice;
-            if !self.source.pending()?.is_empty() {
-                break;
+            match self.source.pending() {
+                Ok(p) if !p.is_empty() => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("checking for mail: {e}");
+                    return;
+                }
             }
         }
-        Ok(())
     }
 
     fn sleep(&self, d: Duration) {
@@ -300,5 +310,44 @@ mod tests {
         assert_eq!(round.delivery.sent, DELIVERY_BATCH + 1);
         assert_eq!(transport.sent().len(), DELIVERY_BATCH + 1);
         assert_eq!(daemon.round().expect("second round").delivery.sent, 0, "nothing sent twice");
+    }
+
+    #[test]
+    fn a_mailbox_outage_does_not_stop_the_daemon() {
+        let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+        let store = MemoryStore::new();
+        let transport = MemoryTransport::new();
+        let env = env();
+        let source = MemorySource::new();
+        source.push(
+            "m1",
+            at,
+            "From: a@leeds.nhs.test\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n",
+        );
+        source.set_offline(true);
+        let shutdown = Shutdown::default();
+        let mut daemon = Daemon {
+            store: &store,
+            source: source.clone(),
+            transport: &transport,
+            env: &env,
+            clock: Clock { fixed: Some(at) },
+            shutdown: shutdown.clone(),
+        };
+        let result = std::thread::scope(|scope| {
+            let running = scope.spawn(move || daemon.run(Duration::from_millis(100)));
+            std::thread::sleep(Duration::from_millis(500));
+            assert!(!running.is_finished(), "the daemon gave up during the outage");
+            source.set_offline(false);
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while source.processed().is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            shutdown.request();
+            running.join().expect("daemon thread")
+        });
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(source.processed(), ["m1"], "filed once the mailbox was back");
+        assert_eq!(store.message_count().expect("count"), 1);
     }
 }

@@ -26,6 +26,7 @@ pub mod guarded;
 pub mod lock;
 pub mod mail;
 pub mod mailbox;
+pub mod oauth2;
 pub mod outbound;
 pub mod pipeline;
 pub mod reply;

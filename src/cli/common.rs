@@ -116,3 +116,20 @@ pub fn parse_period(p: &str) -> anyhow::Result<crate::collection::PeriodId> {
     crate::collection::PeriodId::parse(p)
         .ok_or_else(|| anyhow::anyhow!("'{p}' is not a period such as 2011-12-Q1"))
 }
+
+/// The configured reply transport; for SMTP with XOAUTH2, fed by the token command.
+pub fn transport(config: &Config) -> anyhow::Result<Box<dyn crate::outbound::Transport>> {
+    use crate::config::{Credential, Transport};
+    let tokens: Option<std::sync::Arc<dyn crate::outbound::smtp::TokenProvider>> =
+        match &config.outbound.transport {
+            Transport::Smtp(smtp) => match &smtp.credential {
+                Some(Credential::TokenCommand(cmd)) => {
+                    Some(std::sync::Arc::new(crate::oauth2::TokenSource::new(cmd.clone())))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+    crate::outbound::transport_with_tokens(&config.outbound, tokens)
+        .map_err(|e| anyhow::anyhow!("outbound transport: {e}"))
+}

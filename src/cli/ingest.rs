@@ -7,7 +7,7 @@
 
 use super::{common, Exit, Global};
 use crate::daemon::Clock;
-use crate::outbound::{deliver_due, transport_from_config};
+use crate::outbound::deliver_due;
 use crate::pipeline::{self, Incoming};
 use crate::store::sha256_hex;
 use std::io::Read;
@@ -49,7 +49,7 @@ fn ingest(args: &Args) -> anyhow::Result<Exit> {
         "ingested"
     );
     // Best effort: what cannot be sent now stays in the outbox for the daemon to retry.
-    match transport_from_config(&env.config.outbound) {
+    match common::transport(&env.config) {
         Ok(t) => {
             if let Err(e) = deliver_due(&store, t.as_ref(), now, 50) {
                 tracing::warn!("replies queued, not yet sent: {e}");

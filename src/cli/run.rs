@@ -5,9 +5,10 @@
 use super::{common, Exit, Global};
 use crate::config::Source;
 use crate::daemon::{Clock, Daemon, Round, Shutdown};
-use crate::mailbox::Maildir;
-use crate::outbound::transport_from_config;
-use anyhow::{bail, Context};
+use crate::mailbox::imap::ImapSource;
+use crate::mailbox::{MailSource, Maildir};
+use crate::store::Store;
+use anyhow::Context;
 use std::io::Write;
 
 /// Run the daemon on the configured mailbox.
@@ -24,25 +25,54 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let env = common::env(args.global.config.as_deref())?;
     let store = common::open_store(&env.config)?;
-    let Source::Maildir(dir) = &env.config.intake.source else {
-        bail!("intake.source = \"imap\" is not available in this build yet; use \"maildir\"");
-    };
-    let source =
-        Maildir::open(dir).with_context(|| format!("cannot open Maildir {}", dir.display()))?;
-    let transport = transport_from_config(&env.config.outbound)
-        .map_err(|e| anyhow::anyhow!("outbound transport: {e}"))?;
+    let transport = common::transport(&env.config)?;
     let shutdown = Shutdown::default();
-    let mut daemon = Daemon {
-        store: &store,
-        source,
-        transport: transport.as_ref(),
-        env: &env,
-        clock: Clock { fixed: args.global.now },
-        shutdown: shutdown.clone(),
-    };
-    if args.once {
+    let clock = Clock { fixed: args.global.now };
+    match &env.config.intake.source {
+        Source::Maildir(dir) => {
+            let source = Maildir::open(dir)
+                .with_context(|| format!("cannot open Maildir {}", dir.display()))?;
+            let mut daemon = Daemon {
+                store: &store,
+                source,
+                transport: transport.as_ref(),
+                env: &env,
+                clock,
+                shutdown: shutdown.clone(),
+            };
+            let what = format!("Maildir {}", dir.display());
+            drive(&mut daemon, args.once, &shutdown, &env, &what)
+        }
+        Source::Imap(imap) => {
+            // Connect now, so a wrong host, certificate or password is reported at startup.
+            let source = ImapSource::connect(imap)
+                .with_context(|| format!("cannot open IMAP {}:{}", imap.host, imap.port))?
+                .with_fetch_cap(env.config.limits.message_bytes.saturating_mul(2));
+            let mut daemon = Daemon {
+                store: &store,
+                source,
+                transport: transport.as_ref(),
+                env: &env,
+                clock,
+                shutdown: shutdown.clone(),
+            };
+            let what = format!("IMAP {}:{} folder {}", imap.host, imap.port, imap.folder);
+            drive(&mut daemon, args.once, &shutdown, &env, &what)
+        }
+    }
+}
+
+/// One round with a summary (`--once`), or rounds until a signal.
+fn drive<M: MailSource>(
+    daemon: &mut Daemon<'_, impl Store, M, dyn crate::outbound::Transport>,
+    once: bool,
+    shutdown: &Shutdown,
+    env: &crate::pipeline::Env,
+    what: &str,
+) -> anyhow::Result<Exit> {
+    if once {
         let round = daemon.round()?;
-        print_summary(&round, &env)?;
+        print_summary(&round, env)?;
         return Ok(Exit::Ok);
     }
     shutdown.on_signals().context("cannot install signal handlers")?;
@@ -52,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     else {
         return Ok(Exit::Ok);
     };
-    tracing::info!(maildir = %dir.display(), "iapt-intake running; SIGTERM or Ctrl-C stops it");
+    tracing::info!(source = what, "iapt-intake running; SIGTERM or Ctrl-C stops it");
     daemon.run(env.config.intake.poll_interval)?;
     tracing::info!("stopped");
     Ok(Exit::Ok)

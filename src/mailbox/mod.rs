@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod imap;
 pub mod maildir;
 pub mod memory;
 

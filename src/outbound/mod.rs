@@ -14,7 +14,7 @@ pub mod sender;
 pub mod sendmail;
 pub mod smtp;
 
-pub use build::{smtp_settings, transport_from_config};
+pub use build::{smtp_settings, transport_from_config, transport_with_tokens};
 pub use file::FileTransport;
 pub use memory::{MemoryOutbox, MemoryTransport, OutboxState};
 pub use sender::{backoff, deliver_due, deliver_due_with, DeliveryStats};
