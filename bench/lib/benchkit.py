@@ -1,0 +1,276 @@
+"""Shared pieces of the performance bench (bench/run): the mail stack's settings, IMAP and SMTP
+connections made the same way for every contender, loading messages through Postfix, reloading
+the intake mailbox between contenders, and waiting for replies in the providers' mailboxes.
+
+Python standard library only. Owns nothing outside the bench's work directory and the mail
+stack it is pointed at; never touches the project's store or source.
+"""
+
+import csv
+import glob
+import imaplib
+import json
+import math
+import os
+import re
+import smtplib
+import ssl
+import threading
+import time
+
+LOAD_DOMAIN = "load.nhs.test"
+SOURCE_FOLDER = "BenchSource"
+PROCESSED_FOLDER = "Processed"
+
+
+def stack_env(path=None):
+    """The KEY=value lines `tests/mailstack/mailstack env DIR` wrote to a file, as a dict."""
+    path = path or os.environ["BENCH_STACK_ENV"]
+    env = {}
+    with open(path) as f:
+        for line in f:
+            key, sep, value = line.rstrip("\n").partition("=")
+            if sep:
+                env[key] = value
+    return env
+
+
+def tls_mode():
+    """How every contender protects its IMAP and SMTP connections: starttls (default) or none."""
+    mode = os.environ.get("BENCH_TLS", "starttls")
+    if mode not in ("starttls", "none"):
+        raise SystemExit(f"BENCH_TLS must be starttls or none, not {mode!r}")
+    return mode
+
+
+def tls_context(env):
+    return ssl.create_default_context(cafile=env["MAILSTACK_CA"])
+
+
+def imap_login(env, user, password):
+    """One IMAP connection, logged in, with the bench's TLS mode."""
+    conn = imaplib.IMAP4(env["MAILSTACK_HOST"], int(env["MAILSTACK_IMAP_PORT"]))
+    if tls_mode() == "starttls":
+        conn.starttls(ssl_context=tls_context(env))
+    conn.login(user, password)
+    return conn
+
+
+def intake_login(env):
+    return imap_login(env, env["MAILSTACK_INTAKE_USER"], env["MAILSTACK_INTAKE_PASSWORD"])
+
+
+def smtp_connect(env):
+    """One SMTP connection to the stack's Postfix (no login: the test domains are local)."""
+    conn = smtplib.SMTP(env["MAILSTACK_HOST"], int(env["MAILSTACK_SMTP_PORT"]), timeout=60)
+    conn.ehlo("bench.load.nhs.test")
+    if tls_mode() == "starttls":
+        conn.starttls(context=tls_context(env))
+        conn.ehlo("bench.load.nhs.test")
+    return conn
+
+
+def check(result, what):
+    typ, data = result
+    if typ != "OK":
+        raise RuntimeError(f"IMAP {what}: {typ} {data!r}")
+    return data
+
+
+def uids(conn):
+    data = check(conn.uid("SEARCH", None, "ALL"), "UID SEARCH")
+    return data[0].split() if data and data[0] else []
+
+
+# --- the submissions -----------------------------------------------------------------------
+
+def registry_senders(registry_csv):
+    """Each organisation's submitter addresses, in the registry's order (the order the message
+    generator takes organisations in)."""
+    with open(registry_csv, newline="") as f:
+        return [row["submitters"].split(";") for row in csv.DictReader(f)]
+
+
+def sender_for(i, senders):
+    """The provider account that sends submission i: the generator gives message i to
+    organisation i mod n; its submitters take turns."""
+    choices = senders[i % len(senders)]
+    return choices[(i // len(senders)) % len(choices)]
+
+
+def load_messages(eml_dir, registry_csv, count):
+    """(index, sender, bytes) for the first `count` generated messages, the generator's
+    placeholder sender `analystI@load.nhs.test` replaced in the header by the real account."""
+    senders = registry_senders(registry_csv)
+    files = sorted(glob.glob(os.path.join(eml_dir, "new", "burst.*")))[:count]
+    if len(files) < count:
+        raise SystemExit(f"only {len(files)} generated messages in {eml_dir}, {count} wanted")
+    out = []
+    for path in files:
+        i = int(path.rsplit(".", 1)[1])
+        raw = open(path, "rb").read()
+        head, sep, body = raw.partition(b"\r\n\r\n")
+        sender = sender_for(i, senders)
+        head = head.replace(f"analyst{i}@{LOAD_DOMAIN}".encode(), sender.encode())
+        out.append((i, sender, head + sep + body))
+    return out
+
+
+def message_id(raw):
+    m = re.search(rb"^Message-ID:\s*(<[^>]+>)", raw, re.I | re.M)
+    return m.group(1).decode() if m else None
+
+
+def inject(env, messages, connections=4):
+    """Send every message to the intake mailbox through Postfix over `connections` SMTP
+    connections at once; returns {index: acceptance time (epoch seconds)}."""
+    accepted = {}
+    lock = threading.Lock()
+    rcpt = env["MAILSTACK_INTAKE_USER"]
+    errors = []
+
+    def worker(part):
+        try:
+            conn = smtp_connect(env)
+            for i, sender, raw in part:
+                conn.sendmail(sender, [rcpt], raw)
+                t = time.time()
+                with lock:
+                    accepted[i] = t
+            conn.quit()
+        except Exception as e:  # reported below: a failed load makes every figure meaningless
+            errors.append(e)
+
+    parts = [messages[k::connections] for k in range(connections)]
+    threads = [threading.Thread(target=worker, args=(p,)) for p in parts if p]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"loading through Postfix failed: {errors[0]!r}")
+    return accepted
+
+
+# --- the intake mailbox between contenders ---------------------------------------------------
+
+def ensure_folder(conn, name):
+    conn.create(name)  # NO when it exists, which is fine
+
+
+def empty_folder(conn, name):
+    check(conn.select(name), f"SELECT {name}")
+    found = uids(conn)
+    if found:
+        check(conn.uid("STORE", b",".join(found), "+FLAGS.SILENT", r"(\Deleted)"), "STORE")
+        check(conn.expunge(), "EXPUNGE")
+    conn.close()
+
+
+def count_in(conn, name):
+    data = check(conn.status(name, "(MESSAGES)"), f"STATUS {name}")
+    return int(re.search(rb"MESSAGES (\d+)", data[0]).group(1))
+
+
+def wait_for_count(env, name, want, timeout):
+    """Wait until folder `name` of the intake holds `want` messages (Postfix still delivering)."""
+    conn = intake_login(env)
+    deadline = time.time() + timeout
+    try:
+        while True:
+            have = count_in(conn, name)
+            if have >= want:
+                return have
+            if time.time() > deadline:
+                raise RuntimeError(f"{name} holds {have} of {want} messages after {timeout} s")
+            time.sleep(0.05)
+    finally:
+        conn.logout()
+
+
+def keep_source(env):
+    """Copy what was loaded into INBOX to a folder no contender touches, for reloading."""
+    conn = intake_login(env)
+    ensure_folder(conn, SOURCE_FOLDER)
+    ensure_folder(conn, PROCESSED_FOLDER)
+    empty_folder(conn, SOURCE_FOLDER)
+    check(conn.select("INBOX"), "SELECT INBOX")
+    check(conn.uid("COPY", "1:*", SOURCE_FOLDER), "UID COPY")
+    conn.close()
+    conn.logout()
+
+
+def reload_inbox(env):
+    """Put the same messages back: empty INBOX and Processed, copy the kept ones into INBOX
+    (COPY keeps the bytes and INTERNALDATE)."""
+    conn = intake_login(env)
+    ensure_folder(conn, PROCESSED_FOLDER)
+    empty_folder(conn, "INBOX")
+    empty_folder(conn, PROCESSED_FOLDER)
+    check(conn.select(SOURCE_FOLDER), f"SELECT {SOURCE_FOLDER}")
+    check(conn.uid("COPY", "1:*", "INBOX"), "UID COPY")
+    conn.close()
+    n = count_in(conn, "INBOX")
+    conn.logout()
+    return n
+
+
+# --- replies in the providers' mailboxes -----------------------------------------------------
+
+def provider_maildirs(env):
+    root = os.path.join(env["MAILSTACK_DIR"], "mail", LOAD_DOMAIN)
+    return [os.path.join(root, d, "Maildir") for d in sorted(os.listdir(root))] if os.path.isdir(
+        root
+    ) else []
+
+
+def reply_files(env):
+    """{message base name: delivery time} of every message in the providers' mailboxes, read on
+    disk (the stack is local): a Maildir file's mtime is when Dovecot's LMTP delivered it."""
+    found = {}
+    for md in provider_maildirs(env):
+        for sub in ("new", "cur"):
+            d = os.path.join(md, sub)
+            try:
+                entries = os.scandir(d)
+            except FileNotFoundError:
+                continue
+            with entries:
+                for e in entries:
+                    try:
+                        found[e.name.split(":", 1)[0]] = e.stat().st_mtime
+                    except FileNotFoundError:  # moved new -> cur under us
+                        pass
+    return found
+
+
+def wait_replies(env, before, want, timeout, on_poll=None):
+    """Wait until `want` replies not in `before` have arrived; returns (count, last delivery
+    time, first delivery time)."""
+    deadline = time.time() + timeout
+    while True:
+        now = reply_files(env)
+        new = [t for name, t in now.items() if name not in before]
+        if len(new) >= want or time.time() > deadline:
+            return len(new), (max(new) if new else None), (min(new) if new else None)
+        if on_poll:
+            on_poll()
+        time.sleep(0.05)
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(values)
+    rank = math.ceil(p / 100.0 * len(s))
+    return s[max(0, min(len(s) - 1, rank - 1))]
+
+
+def write_json(path, data):
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
