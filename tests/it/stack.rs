@@ -174,6 +174,15 @@ impl Intake {
         }
     }
 
+    /// Waits (bounded) until the daemon's log contains `needle`.
+    fn wait_for_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(start.elapsed() < Duration::from_secs(15), "no {needle:?} in:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// How many messages the folder `name` holds now.
     fn in_folder(&self, name: &str) -> usize {
         self.folder(name).pending().expect("list the folder").len()
@@ -364,6 +373,7 @@ fn run_once_answers_each_kind_of_mail_through_the_real_stack_exactly_once() {
     let took = started.elapsed();
     assert!(out.contains("4 message(s) processed, 0 left in the inbox"), "{out}");
     assert!(out.contains("replies: 4 sent, 0 to retry, 0 failed"), "{out}");
+    assert!(out.contains("from someone@unregistered.test\n     automatic: filed\n"), "{out}");
 
     let limit = Duration::from_secs(15);
     let accepted = it.wait_for_answer("LEEDS", "good-q1@leeds.nhs.test", limit);

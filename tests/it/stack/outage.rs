@@ -23,6 +23,7 @@ fn the_daemon_reconnects_after_dovecot_restarts_and_answers_each_return_once() {
     let it = Intake::start("stack-dovecot");
     let daemon = it.spawn(NOW);
     let limit = Duration::from_secs(30);
+    it.wait_for_log("iapt-intake running"); // connected: the latency below is the daemon's own
 
     let sent = Instant::now();
     it.send("LEEDS", &leeds_return(&it, "first@leeds.nhs.test", 900.0));
@@ -57,7 +58,7 @@ fn the_daemon_reconnects_after_dovecot_restarts_and_answers_each_return_once() {
     assert_eq!(it.in_folder("INBOX"), 0, "{log}");
     assert_eq!(it.in_folder("Processed"), 2);
     println!(
-        "dovecot restart: first acceptance {first_latency:.2?} after sending; second \
+        "dovecot restart: first acceptance {first_latency:.2?} after Postfix took the return; second \
          {recovery:.2?} after Dovecot was back; SIGTERM to exit {took:.2?}"
     );
 }
