@@ -10,5 +10,6 @@ mod mail;
 mod outbound;
 mod pipeline;
 mod smtp;
+mod stack;
 mod store;
 mod workbook;
