@@ -216,7 +216,9 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    // 2, 4, 8, 16 s: short, since the mailbox and the store back off on their
+                    // own (an IMAP reconnect waits up to 60 s) and the two would add up.
+                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(4)));
                     tracing::error!(
                         "round failed (attempt {failures}), retrying in {pause:?}: {e}"
                     );

@@ -202,7 +202,15 @@ pub fn process<S: Store + ?Sized>(
             class: plan.class.to_string(),
             outcome: plan.outcome,
             org: plan.org,
-            receipts: assigned.returns.iter().filter_map(|r| r.receipt.clone()).collect(),
+            // Only accepted returns have a receipt as far as people are concerned; a rejected
+            // version is numbered in the store but never shown as a receipt.
+            receipts: assigned
+                .returns
+                .iter()
+                .zip(&plan.returns.new_returns)
+                .filter(|(_, r)| r.accepted)
+                .filter_map(|(a, _)| a.receipt.clone())
+                .collect(),
             replies: rendered,
         }),
     }

@@ -14,6 +14,7 @@ pub struct Processed {
     /// `accepted`, `rejected`, `partly_accepted`, `routed_technical`, `held`, `guidance`, …
     pub outcome: String,
     pub org: Option<String>,
+    /// Receipts of the accepted returns.
     pub receipts: Vec<String>,
     /// (kind, Message-ID, recipients) of each reply queued.
     pub replies: Vec<(String, String, Vec<String>)>,
