@@ -9,6 +9,8 @@
 //! `build`.
 
 mod conn;
+#[cfg(test)]
+mod pool_tests;
 mod xoauth2;
 
 use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};

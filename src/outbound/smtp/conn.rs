@@ -26,7 +26,7 @@ use tokio_rustls::TlsConnector;
 
 /// An idle connection older than this is closed rather than reused: the relay may well have
 /// dropped it (Postfix does after 300 s, others sooner), and a fresh one costs little.
-pub(super) const MAX_IDLE: Duration = Duration::from_secs(60);
+const MAX_IDLE: Duration = Duration::from_secs(60);
 /// An idle connection older than this is checked with NOOP before a reply is trusted to it;
 /// younger ones go straight to MAIL FROM, saving a round trip per reply under load.
 const CHECK_AFTER: Duration = Duration::from_secs(5);
@@ -168,21 +168,28 @@ struct Idle {
 /// Idle connections, logged in and ready for the next MAIL FROM.
 pub(super) struct Pool {
     size: usize,
+    check_after: Duration,
+    max_idle: Duration,
     idle: Mutex<Vec<Idle>>,
 }
 
 impl Pool {
     pub(super) fn new(size: u32) -> Pool {
-        Pool { size: size as usize, idle: Mutex::new(Vec::new()) }
+        Pool::with_ages(size, CHECK_AFTER, MAX_IDLE)
+    }
+
+    /// A pool checking and closing idle connections at other ages than the daemon's.
+    pub(super) fn with_ages(size: u32, check_after: Duration, max_idle: Duration) -> Pool {
+        Pool { size: size as usize, check_after, max_idle, idle: Mutex::new(Vec::new()) }
     }
 
     /// The most recently used idle connection still believed open, if any. Connections idle
-    /// for more than `MAX_IDLE` are closed on the way.
+    /// for more than `max_idle` are closed on the way.
     pub(super) async fn take(&self, timeout: Duration) -> Option<AsyncSmtpConnection> {
         loop {
             let idle = {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                for stale in take_stale(&mut idle) {
+                for stale in take_stale(&mut idle, self.max_idle) {
                     quit(stale);
                 }
                 idle.pop()?
@@ -191,7 +198,7 @@ impl Pool {
             if conn.has_broken() {
                 continue;
             }
-            if since.elapsed() > CHECK_AFTER {
+            if since.elapsed() > self.check_after {
                 let alive = tokio::time::timeout(timeout, conn.test_connected()).await;
                 if !matches!(alive, Ok(true)) {
                     continue;
@@ -227,10 +234,10 @@ impl Pool {
     }
 }
 
-/// Removes the connections idle for longer than `MAX_IDLE`; the rest keep their order.
-fn take_stale(idle: &mut Vec<Idle>) -> Vec<AsyncSmtpConnection> {
+/// Removes the connections idle for longer than `max_idle`; the rest keep their order.
+fn take_stale(idle: &mut Vec<Idle>, max_idle: Duration) -> Vec<AsyncSmtpConnection> {
     let (stale, fresh): (Vec<Idle>, Vec<Idle>) =
-        idle.drain(..).partition(|i| i.since.elapsed() > MAX_IDLE);
+        idle.drain(..).partition(|i| i.since.elapsed() > max_idle);
     *idle = fresh;
     stale.into_iter().map(|i| i.conn).collect()
 }
