@@ -11,6 +11,7 @@
 //! - [`store`]       the Store port; SQLite (default) and blobs by SHA-256
 //! - [`mailbox`]     the MailSource port; Maildir
 //! - [`outbound`]    reply transports (file, sendmail, SMTP) and the outbox sender
+//! - [`tls`]         the rustls client (system roots plus a private CA) for IMAP and SMTP
 //! - [`guarded`]     the reader under the per-attachment time limit
 //! - [`lock`]        one active daemon per store; a second waits as a standby
 //! - [`pipeline`]    one message end to end, against the Store and clock it is given
@@ -32,5 +33,6 @@ pub mod pipeline;
 pub mod reply;
 pub mod report;
 pub mod store;
+pub mod tls;
 pub mod validate;
 pub mod workbook;

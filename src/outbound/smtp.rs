@@ -1,22 +1,30 @@
-//! Sends replies to an SMTP relay with lettre's blocking, pooled transport, passing the stored
-//! bytes through `send_raw` so what goes out is exactly what was filed.
+//! Sends replies to an SMTP relay over connections it opens itself (TCP_NODELAY set, see
+//! `conn`) and keeps in a pool, passing the stored bytes through unchanged so what goes out is
+//! exactly what was filed.
 //!
-//! Owns the relay settings (TLS with an optional private CA, timeout, pool, login) and the
-//! translation of the relay's answers into retry decisions. XOAUTH2 logins live in `xoauth2`.
-//! Must not read files or run commands: secrets, the CA and tokens arrive from `build`.
+//! Owns the relay settings (TLS with an optional private CA, timeout, pool, login), the runtime
+//! the async SMTP client runs on behind the sync `Transport`, and the translation of the relay's
+//! answers into retry decisions. Connections and the pool live in `conn`, XOAUTH2 logins in
+//! `xoauth2`. Must not read files or run commands: secrets, the CA and tokens arrive from
+//! `build`.
 
+mod conn;
+#[cfg(test)]
+mod pool_tests;
 mod xoauth2;
 
 use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};
 pub use crate::config::Secret;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use conn::{limit, Link, Pool, Security};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::{Category, Code, Severity};
-use lettre::transport::smtp::{PoolConfig, SmtpTransportBuilder};
-use lettre::Transport as _;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::rustls::pki_types::ServerName;
 pub use xoauth2::TokenProvider;
 
 /// How the connection to the relay is protected.
@@ -62,15 +70,14 @@ pub struct SmtpSettings {
     pub timeout: Duration,
     /// PEM certificate(s) of a private CA, trusted besides the system roots.
     pub ca_pem: Option<Vec<u8>>,
-    /// Idle connections kept open for the next reply; 0 opens a connection per reply. lettre
-    /// writes a message's final `.` line on its own, so each send waits out the relay's delayed
-    /// ACK (about 40 ms); the daemon's parallel senders, one per pooled connection, hide that.
+    /// Idle connections kept open for the next reply; 0 opens a connection per reply. One
+    /// connection carries one reply at a time, so the daemon's parallel senders want as many.
     pub pool_size: u32,
 }
 
 impl SmtpSettings {
     /// Settings for `host` with the usual port for `tls`, no login, a 30 s timeout and a pool
-    /// of 4 connections.
+    /// of 8 connections.
     pub fn new(host: impl Into<String>, tls: SmtpTls) -> SmtpSettings {
         SmtpSettings {
             host: host.into(),
@@ -81,31 +88,38 @@ impl SmtpSettings {
             auth: Vec::new(),
             timeout: Duration::from_secs(30),
             ca_pem: None,
-            // The sender delivers one reply at a time, so a few connections are plenty; a
-            // relay closes idle ones itself (Postfix after 300 s), and the pool notices.
+            // One per parallel sender in the daemon (DELIVERY_WORKERS); idle ones are closed
+            // after a minute, before the relay drops them itself (Postfix after 300 s).
             pool_size: 8,
         }
     }
 }
 
-/// A pooled connection to one relay.
+/// A pool of connections to one relay. Clones share the pool and the runtime.
 #[derive(Clone)]
 pub struct SmtpTransport {
-    login: Login,
-    relay: String,
+    inner: Arc<Inner>,
 }
 
-#[derive(Clone)]
+struct Inner {
+    relay: String,
+    link: Link,
+    login: Login,
+    pool: Pool,
+    /// Two worker threads drive the sockets; each sending thread blocks on its own reply.
+    runtime: Runtime,
+}
+
 enum Login {
-    /// No login, or a fixed password: one pooled transport for the life of the daemon.
-    Fixed(lettre::SmtpTransport),
-    /// XOAUTH2: the transport is rebuilt whenever the token changes.
-    Token(Arc<xoauth2::TokenLogin>),
+    None,
+    Password(Vec<Mechanism>, Credentials),
+    /// XOAUTH2: a token is fetched for each new connection, and replaced once if refused.
+    Token(xoauth2::TokenLogin),
 }
 
 impl fmt::Debug for SmtpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpTransport").field("relay", &self.relay).finish_non_exhaustive()
+        f.debug_struct("SmtpTransport").field("relay", &self.inner.relay).finish_non_exhaustive()
     }
 }
 
@@ -114,68 +128,146 @@ impl SmtpTransport {
     /// can never work (a login without a password, a CA that is not PEM, TLS that cannot be set
     /// up, XOAUTH2 without a token source: use `with_tokens`).
     pub fn new(settings: &SmtpSettings) -> Result<SmtpTransport, SendError> {
-        let builder = base_builder(settings)?;
+        let link = link(settings)?;
         let relay = relay_name(settings);
         if settings.auth.contains(&AuthMechanism::Xoauth2) && settings.password.is_none() {
             return Err(SendError::permanent(format!(
                 "SMTP relay {relay}: XOAUTH2 needs a token source"
             )));
         }
-        let builder = match (&settings.username, &settings.password) {
-            (Some(user), Some(password)) => {
-                builder.credentials(Credentials::new(user.clone(), password.expose().into()))
-            }
+        let login = match (&settings.username, &settings.password) {
+            (Some(user), Some(password)) => Login::Password(
+                mechanisms(settings),
+                Credentials::new(user.clone(), password.expose().into()),
+            ),
             (Some(user), None) => {
                 return Err(SendError::permanent(format!("SMTP user {user} has no password")));
             }
-            (None, _) => builder,
+            (None, _) => Login::None,
         };
-        Ok(SmtpTransport { login: Login::Fixed(builder.build()), relay })
+        SmtpTransport::build(settings, link, relay, login)
     }
 
     /// Builds a transport that logs in with XOAUTH2 as `settings.username`, taking each access
-    /// token from `tokens`. When the relay refuses a token, it is invalidated and the reply is
+    /// token from `tokens`. When the relay refuses a token, it is invalidated and the login is
     /// tried once more with a fresh one.
     pub fn with_tokens(
         settings: &SmtpSettings,
         tokens: Arc<dyn TokenProvider>,
     ) -> Result<SmtpTransport, SendError> {
+        let link = link(settings)?;
         let relay = relay_name(settings);
         let user = settings.username.clone().ok_or_else(|| {
             SendError::permanent(format!("SMTP relay {relay}: XOAUTH2 needs a username"))
         })?;
-        let builder = base_builder(settings)?.authentication(vec![Mechanism::Xoauth2]);
-        let login = xoauth2::TokenLogin::new(builder, user, tokens);
-        Ok(SmtpTransport { login: Login::Token(Arc::new(login)), relay })
+        let login = Login::Token(xoauth2::TokenLogin::new(user, tokens));
+        SmtpTransport::build(settings, link, relay, login)
+    }
+
+    fn build(
+        settings: &SmtpSettings,
+        link: Link,
+        relay: String,
+        login: Login,
+    ) -> Result<SmtpTransport, SendError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("smtp")
+            .enable_all()
+            .build()
+            .map_err(|e| SendError::transient(format!("SMTP relay {relay}: runtime: {e}")))?;
+        let pool = Pool::new(settings.pool_size);
+        let runtime = Runtime(Some(runtime));
+        Ok(SmtpTransport { inner: Arc::new(Inner { relay, link, login, pool, runtime }) })
     }
 
     /// Connects and greets the relay once (logging in if configured), so a wrong host, port,
-    /// CA or credential shows at start-up.
+    /// CA or credential shows at start-up. The connection then waits in the pool.
     pub fn test_connection(&self) -> Result<(), SendError> {
-        let answer = match &self.login {
-            Login::Fixed(transport) => transport.test_connection(),
-            Login::Token(login) => login.transport(&self.relay)?.test_connection(),
-        };
-        match answer {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SendError::transient(format!("relay {} did not answer", self.relay))),
-            Err(e) => Err(classify(&self.relay, &e)),
-        }
+        let inner = &self.inner;
+        inner.runtime.block_on(async {
+            let mut conn = inner.open().await?;
+            let alive = tokio::time::timeout(inner.link.timeout, conn.test_connected()).await;
+            if !matches!(alive, Ok(true)) {
+                return Err(SendError::transient(format!("relay {} did not answer", inner.relay)));
+            }
+            inner.pool.put_back(conn);
+            Ok(())
+        })?
     }
 }
 
 impl Transport for SmtpTransport {
+    /// Blocks the calling thread until the relay answers; must not be called from inside an
+    /// async runtime.
     fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
         let envelope = envelope(item)?;
         // lettre ends DATA with CRLF "." CRLF after the bytes it is given; a message that
         // already ends in CRLF would gain an empty last line, so that CRLF is left to lettre.
         let raw = item.raw.strip_suffix(b"\r\n").unwrap_or(&item.raw);
-        match &self.login {
-            Login::Fixed(transport) => transport
-                .send_raw(&envelope, raw)
-                .map(|_| ())
-                .map_err(|e| classify(&self.relay, &e)),
-            Login::Token(login) => login.send(&self.relay, &envelope, raw),
+        let inner = &self.inner;
+        inner.runtime.block_on(inner.send(&envelope, raw))?
+    }
+}
+
+impl Inner {
+    /// One reply on a pooled or new connection. A connection that saw any failure is dropped:
+    /// lettre aborts it anyway, and its state is unknown after a timeout.
+    async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<(), SendError> {
+        let mut conn = match self.pool.take(self.link.timeout).await {
+            Some(conn) => conn,
+            None => self.open().await?,
+        };
+        limit(self.link.timeout, "send", conn.send(envelope, raw))
+            .await
+            .map_err(|f| f.into_send_error(&self.relay))?;
+        self.pool.put_back(conn);
+        Ok(())
+    }
+
+    /// A new connection, logged in.
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let opened = match &self.login {
+            Login::None => self.link.open(None).await,
+            Login::Password(mechanisms, credentials) => {
+                self.link.open(Some((mechanisms, credentials))).await
+            }
+            Login::Token(login) => return login.open(&self.link, &self.relay).await,
+        };
+        opened.map_err(|f| f.into_send_error(&self.relay))
+    }
+}
+
+impl Drop for Inner {
+    /// Says QUIT on the idle connections, unless dropped inside an async runtime (where
+    /// blocking is not allowed); the relay then sees the sockets close.
+    fn drop(&mut self) {
+        let idle = self.pool.drain();
+        if idle.is_empty() || tokio::runtime::Handle::try_current().is_ok() {
+            return;
+        }
+        let quits = idle.into_iter().map(conn::quit_now);
+        let _ = self.runtime.block_on(futures_util::future::join_all(quits));
+    }
+}
+
+/// The runtime, shut down without waiting when the transport goes, which is also safe when
+/// the last clone is dropped inside another runtime.
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn block_on<F: std::future::Future>(&self, fut: F) -> Result<F::Output, SendError> {
+        match &self.0 {
+            Some(rt) => Ok(rt.block_on(fut)),
+            None => Err(SendError::transient("SMTP transport shut down")),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -184,42 +276,53 @@ fn relay_name(settings: &SmtpSettings) -> String {
     format!("{}:{}", settings.host.trim(), settings.port)
 }
 
-/// Everything but the login: relay, port, TLS (system roots plus the private CA), timeout, pool.
-fn base_builder(settings: &SmtpSettings) -> Result<SmtpTransportBuilder, SendError> {
-    let host = settings.host.trim();
-    let tls = |wrap: fn(TlsParameters) -> Tls| -> Result<Tls, SendError> {
-        let mut params = TlsParameters::builder(host.to_string());
-        if let Some(pem) = &settings.ca_pem {
-            params = params.add_root_certificate(ca_certificate(pem)?);
-        }
-        params
-            .build()
-            .map(wrap)
-            .map_err(|e| SendError::permanent(format!("TLS setup for {host}: {e}")))
-    };
-    let tls = match settings.tls {
-        SmtpTls::Implicit => tls(Tls::Wrapper)?,
-        SmtpTls::StartTls => tls(Tls::Required)?,
-        SmtpTls::None => Tls::None,
-    };
-    let mut builder = lettre::SmtpTransport::builder_dangerous(host)
-        .port(settings.port)
-        .tls(tls)
-        .timeout(Some(settings.timeout))
-        .pool_config(PoolConfig::new().max_size(settings.pool_size));
-    if !settings.auth.is_empty() {
-        builder = builder.authentication(settings.auth.iter().map(|m| mechanism(*m)).collect());
+/// The mechanisms to offer: those configured, or lettre's default (PLAIN, then LOGIN).
+fn mechanisms(settings: &SmtpSettings) -> Vec<Mechanism> {
+    if settings.auth.is_empty() {
+        DEFAULT_MECHANISMS.to_vec()
+    } else {
+        settings.auth.iter().map(|m| mechanism(*m)).collect()
     }
-    Ok(builder)
+}
+
+/// Everything but the login: relay, port, TLS (system roots plus the private CA), timeout.
+fn link(settings: &SmtpSettings) -> Result<Link, SendError> {
+    let host = settings.host.trim().to_string();
+    let security = match settings.tls {
+        SmtpTls::None => Security::None,
+        SmtpTls::StartTls => {
+            let mut params = TlsParameters::builder(host.clone());
+            if let Some(pem) = &settings.ca_pem {
+                params = params.add_root_certificate(ca_certificate(pem)?);
+            }
+            let params = params
+                .build()
+                .map_err(|e| SendError::permanent(format!("TLS setup for {host}: {e}")))?;
+            Security::StartTls(params)
+        }
+        SmtpTls::Implicit => {
+            let connector = crate::tls::connector(settings.ca_pem.as_deref())
+                .map_err(|e| SendError::permanent(format!("SMTP CA certificate: {e}")))?;
+            let name = ServerName::try_from(host.clone()).map_err(|e| {
+                SendError::permanent(format!("SMTP host {host:?} is not a TLS server name: {e}"))
+            })?;
+            Security::Implicit(connector, name)
+        }
+    };
+    Ok(Link {
+        host,
+        port: settings.port,
+        security,
+        timeout: settings.timeout,
+        hello: ClientId::default(),
+    })
 }
 
 /// The private CA; PEM text without a single certificate in it is refused rather than
 /// silently trusting nothing extra.
 fn ca_certificate(pem: &[u8]) -> Result<Certificate, SendError> {
     let refuse = |why: &str| SendError::permanent(format!("SMTP CA certificate: {why}"));
-    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        return Err(refuse("no PEM certificate found"));
-    }
+    crate::tls::pem_certificates(pem).map_err(|e| refuse(&e.to_string()))?;
     Certificate::from_pem(pem).map_err(|e| refuse(&e.to_string()))
 }
 

@@ -10,12 +10,11 @@ use crate::oauth2::TokenSource;
 use async_imap::Client;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::rustls::{self, pki_types::ServerName};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
 /// The connection under the IMAP client: TLS or, for `tls = "none"`, bare TCP.
@@ -183,28 +182,15 @@ fn name(cfg: &config::Imap) -> Result<ServerName<'static>, Fault> {
 
 /// rustls with the system's roots and, when given, the private CA in `ca_file`.
 fn tls_connector(cfg: &config::Imap) -> Result<TlsConnector, Fault> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certificates are skipped: a private CA alone is a valid setup.
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &cfg.ca_file {
-        use rustls::pki_types::{pem::PemObject, CertificateDer};
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| Fault::Setup(format!("imap.ca_file {}: {e}", path.display())))?;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| Fault::Setup(format!("imap.ca_file {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| Fault::Setup(format!("imap.ca_file {}: {e}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Fault::Setup(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    let ca_pem = match &cfg.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| Fault::Setup(format!("imap.ca_file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    crate::tls::connector(ca_pem.as_deref()).map_err(|e| match &cfg.ca_file {
+        Some(path) => Fault::Setup(format!("imap.ca_file {}: {e}", path.display())),
+        None => Fault::Setup(e.to_string()),
+    })
 }

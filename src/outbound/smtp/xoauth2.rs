@@ -1,17 +1,17 @@
-//! XOAUTH2 logins to the relay: an access token from a `TokenProvider` as the SASL secret,
-//! a pooled lettre transport per token, and one retry with a fresh token when the relay
-//! refuses the one in hand (tokens expire within the hour, and may be revoked earlier).
+//! XOAUTH2 logins to the relay: an access token from a `TokenProvider` as the SASL secret of
+//! each new connection, and one retry with a fresh token when the relay refuses the one in
+//! hand (tokens expire within the hour, and may be revoked earlier).
 //!
 //! Owns only that. Must not run the token command itself: the provider does (the daemon's
 //! `oauth2_token_command` source, shared with IMAP).
 
+use super::conn::{Failure, Link};
 use super::{classify, SendError};
 use crate::config::Secret;
-use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::{Error as SmtpError, SmtpTransportBuilder};
-use lettre::Transport as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::Error as SmtpError;
+use std::sync::Arc;
 
 /// Where XOAUTH2 access tokens come from. The daemon's token-command source implements it;
 /// tests use a fixed list.
@@ -24,74 +24,63 @@ pub trait TokenProvider: Send + Sync {
 }
 
 pub(super) struct TokenLogin {
-    /// Relay, TLS, timeout, pool and the XOAUTH2 mechanism; no credentials.
-    base: SmtpTransportBuilder,
     user: String,
     tokens: Arc<dyn TokenProvider>,
-    /// The token the pooled transport logs in with, and that transport.
-    current: Mutex<Option<(Secret, lettre::SmtpTransport)>>,
 }
 
 impl TokenLogin {
-    pub(super) fn new(
-        base: SmtpTransportBuilder,
-        user: String,
-        tokens: Arc<dyn TokenProvider>,
-    ) -> TokenLogin {
-        TokenLogin { base, user, tokens, current: Mutex::new(None) }
+    pub(super) fn new(user: String, tokens: Arc<dyn TokenProvider>) -> TokenLogin {
+        TokenLogin { user, tokens }
     }
 
-    /// The pooled transport for the provider's current token, rebuilt when the token changed.
-    /// Connections already logged in with an older token stay usable until they close.
-    pub(super) fn transport(&self, relay: &str) -> Result<lettre::SmtpTransport, SendError> {
+    /// A new connection logged in with the provider's token, or with a fresh one if the relay
+    /// refused it. Pooled connections keep the login they made, whatever the token is now.
+    pub(super) async fn open(
+        &self,
+        link: &Link,
+        relay: &str,
+    ) -> Result<AsyncSmtpConnection, SendError> {
+        match self.try_open(link, relay).await? {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                tracing::info!(relay, error = %e, "relay refused the XOAUTH2 token; trying a fresh one");
+                self.tokens.invalidate();
+            }
+        }
+        self.try_open(link, relay).await?.map_err(|e| {
+            let mut err = classify(relay, &e);
+            // lettre's words for a refusal by challenge ("does not expect a challenge")
+            // would send whoever reads `status` looking in the wrong place.
+            err.message = format!("relay {relay} refused a fresh XOAUTH2 token too: {e}");
+            err
+        })
+    }
+
+    /// The connection, or the relay's refusal of the token (inner error), or any other failure.
+    async fn try_open(
+        &self,
+        link: &Link,
+        relay: &str,
+    ) -> Result<Result<AsyncSmtpConnection, SmtpError>, SendError> {
+        // Fetched before connecting: a token that cannot be had is the fault to report.
         let token = self
             .tokens
             .token()
             .map_err(|e| SendError::transient(format!("relay {relay}: no XOAUTH2 token: {e}")))?;
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((in_use, transport)) = current.as_ref() {
-            if *in_use == token {
-                return Ok(transport.clone());
-            }
-        }
         let credentials = Credentials::new(self.user.clone(), token.expose().to_string());
-        let transport = self.base.clone().credentials(credentials).build();
-        if let Some((_, old)) = current.replace((token, transport.clone())) {
-            old.shutdown();
+        match link.open(Some((&[Mechanism::Xoauth2], &credentials))).await {
+            Ok(conn) => Ok(Ok(conn)),
+            Err(Failure::Login(e)) if token_refused(&e) => Ok(Err(e)),
+            Err(f) => Err(f.into_send_error(relay)),
         }
-        Ok(transport)
-    }
-
-    pub(super) fn send(
-        &self,
-        relay: &str,
-        envelope: &Envelope,
-        raw: &[u8],
-    ) -> Result<(), SendError> {
-        match self.transport(relay)?.send_raw(envelope, raw) {
-            Ok(_) => return Ok(()),
-            Err(e) if token_refused(&e) => {
-                tracing::info!(relay, error = %e, "relay refused the XOAUTH2 token; trying a fresh one");
-                self.tokens.invalidate();
-            }
-            Err(e) => return Err(classify(relay, &e)),
-        }
-        self.transport(relay)?.send_raw(envelope, raw).map(|_| ()).map_err(|e| {
-            let mut err = classify(relay, &e);
-            if token_refused(&e) {
-                // lettre's words for a refusal by challenge ("does not expect a challenge")
-                // would send whoever reads `status` looking in the wrong place.
-                err.message = format!("relay {relay} refused a fresh XOAUTH2 token too: {e}");
-            }
-            err
-        })
     }
 }
 
-/// Whether `e` may be the relay refusing the token: 535 "authentication credentials invalid"
-/// (RFC 4954 §6; Microsoft 365 says 535 5.7.3), or an error from lettre's client side, which
-/// is what a refusal sent as a 334 JSON challenge (RFC 7628 §3.2.2, Dovecot and Gmail) turns
-/// into. Either way one retry with a fresh token costs a token fetch and is never repeated.
+/// Whether `e`, the relay's answer to AUTH, may be the relay refusing the token: 535
+/// "authentication credentials invalid" (RFC 4954 §6; Microsoft 365 says 535 5.7.3), or an
+/// error from lettre's client side, which is what a refusal sent as a 334 JSON challenge
+/// (RFC 7628 §3.2.2, Dovecot and Gmail) turns into. Either way one retry with a fresh token
+/// costs a token fetch and is never repeated.
 fn token_refused(e: &SmtpError) -> bool {
     match e.status() {
         Some(code) => u16::from(code) == 535,
