@@ -313,8 +313,7 @@ fn bench_hundred_sends_pooled_and_unpooled() {
             each[50], each[98], each[99]
         );
     }
-    // Four senders sharing one pooled transport: each send mostly waits (see the report on
-    // lettre's missing TCP_NODELAY), so parallel sends overlap the waits.
+    // Four senders sharing one pooled transport, as the daemon's parallel delivery does.
     let s = with_intake_password(&stack, settings(&stack, SmtpTls::StartTls, "localhost"));
     let transport = SmtpTransport::new(&s).expect("transport");
     let start = Instant::now();
