@@ -205,3 +205,5 @@ struct Validator {
 }
 
 mod validate;
+
+pub use validate::{DEFAULT_CONTENT, DEFAULT_TECHNICAL};

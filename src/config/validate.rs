@@ -4,7 +4,8 @@
 use super::raw::*;
 use super::*;
 
-const DEFAULT_TECHNICAL: &[&str] = &[
+/// `[routing] technical_keywords` when the config gives none.
+pub const DEFAULT_TECHNICAL: &[&str] = &[
     "submit",
     "submission",
     "upload",
@@ -28,7 +29,8 @@ const DEFAULT_TECHNICAL: &[&str] = &[
     "bounce",
     "resubmit",
 ];
-const DEFAULT_CONTENT: &[&str] = &[
+/// `[routing] content_keywords` when the config gives none.
+pub const DEFAULT_CONTENT: &[&str] = &[
     "definition",
     "define",
     "count",

@@ -67,53 +67,7 @@ fn summary(inbound: &Inbound, classification: &Classification) -> Value {
 
 /// The `[routing]` keyword defaults of the embedded config, so the fixtures route as the
 /// product does.
-const TECHNICAL: &[&str] = &[
-    "submit",
-    "submission",
-    "upload",
-    "attach",
-    "attachment",
-    "file",
-    "spreadsheet",
-    "template",
-    "xlsx",
-    "excel",
-    "mailbox",
-    "email",
-    "deadline",
-    "late",
-    "extension",
-    "access",
-    "password",
-    "receipt",
-    "error",
-    "rejected",
-    "bounce",
-    "resubmit",
-];
-const CONTENT: &[&str] = &[
-    "definition",
-    "define",
-    "count",
-    "counted",
-    "caseness",
-    "recovery",
-    "recovered",
-    "kpi",
-    "measure",
-    "guidance",
-    "prevalence",
-    "referral",
-    "referred",
-    "treatment",
-    "completed",
-    "waiting",
-    "28 days",
-    "benefits",
-    "sick pay",
-    "psychiatric morbidity",
-    "wording",
-];
+use iapt_intake::config::{DEFAULT_CONTENT as CONTENT, DEFAULT_TECHNICAL as TECHNICAL};
 
 #[test]
 fn golden_fixtures_parse_and_classify_as_expected() {
