@@ -111,9 +111,14 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
             if !self.batch(chunk, &mut round)? {
                 break; // store trouble: leave the rest for a later round
             }
+            // Answer each committed batch before filing the next, so the first replies of a
+            // burst go out in seconds rather than after the whole burst.
+            let sent = self.deliver()?;
+            round.delivery.add(sent);
         }
         round.deferred += chunks.map(<[_]>::len).sum::<usize>();
-        round.delivery = self.deliver()?;
+        let sent = self.deliver()?;
+        round.delivery.add(sent);
         Ok(round)
     }
 
@@ -193,10 +198,7 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                 DELIVERY_BATCH,
                 DELIVERY_WORKERS,
             )?;
-            total.sent += s.sent;
-            total.retried += s.retried;
-            total.failed += s.failed;
-            total.deferred += s.deferred;
+            total.add(s);
             let handled = s.sent + s.retried + s.failed;
             if handled < DELIVERY_BATCH
                 || s.deferred > 0

@@ -31,6 +31,16 @@ pub struct DeliveryStats {
     pub deferred: usize,
 }
 
+impl DeliveryStats {
+    /// Count another round's outcomes into this one.
+    pub fn add(&mut self, other: DeliveryStats) {
+        self.sent += other.sent;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.deferred += other.deferred;
+    }
+}
+
 /// Delivers up to `limit` replies due at `now`, oldest first, one at a time. Each outcome is
 /// recorded as soon as the transport answers, which keeps the window in which a crash could cause
 /// a second copy (SPEC §5) down to that one store write. A store error stops the round and is
@@ -74,11 +84,7 @@ pub fn deliver_due_with<O: Outbox + Sync, T: Transport + ?Sized>(
     });
     let mut total = DeliveryStats::default();
     for r in results {
-        let s = r?;
-        total.sent += s.sent;
-        total.retried += s.retried;
-        total.failed += s.failed;
-        total.deferred += s.deferred;
+        total.add(r?);
     }
     Ok(total)
 }
