@@ -15,7 +15,7 @@ mod standby;
 use iapt_intake::store::Blobs;
 use rusqlite::Connection;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,10 +29,6 @@ pub const NOW: &str = "2011-07-20T10:00:00Z";
 pub struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
     /// The seed from `IAPT_CRASH_SEED`, or one from the clock; printed so a failure can be
     /// replayed.
     pub fn from_env(name: &str) -> Rng {
@@ -67,7 +63,6 @@ impl Rng {
 /// read what every incarnation said).
 pub struct Daemon {
     child: Child,
-    pub log: PathBuf,
 }
 
 impl Daemon {
@@ -84,7 +79,7 @@ impl Daemon {
             .stderr(err)
             .spawn()
             .expect("the daemon starts");
-        Daemon { child, log: log.to_path_buf() }
+        Daemon { child }
     }
 
     pub fn id(&self) -> u32 {
