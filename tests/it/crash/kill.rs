@@ -167,7 +167,7 @@ fn killed_at_random_twenty_times_files_every_message_once_and_answers_each_once(
         daemon.kill9();
         kills += 1;
         // New mail arrives while it is down, now and then.
-        if kills % 3 == 0 {
+        if kills.is_multiple_of(3) {
             if let Some(wave) = waves.next() {
                 send_all(&stack, wave);
             }
