@@ -36,14 +36,23 @@ impl Outbox for SqliteStore {
 
     fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
-        // This commit is what closes the window for a second copy, so it skips the WAL flush:
-        // a process crash cannot lose it (the page cache survives), and the power cut that
-        // could is the case SPEC §5 already allows for (an identical copy goes out again).
-        // Filings keep `synchronous=FULL`; the next full commit flushes this one too.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let marked = mark_sent_in(&mut conn, id, at);
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        marked
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let updated: Option<(i64, String)> = tx
+            .query_row(
+                "UPDATE outbox SET sent_at = ?2, last_attempt_at = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND sent_at IS NULL RETURNING message, message_id",
+                params![id, ts(at)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match updated {
+            Some((message, message_id)) => {
+                audit(&tx, at, Some(message), "reply_sent", &json!({"message_id": message_id}))?;
+                tx.commit()?;
+                Ok(())
+            }
+            None => already_sent_or_unknown(&tx, id),
+        }
     }
 
     fn mark_failed(
@@ -91,29 +100,5 @@ fn already_sent_or_unknown(tx: &rusqlite::Connection, id: i64) -> Result<(), Sto
         Ok(())
     } else {
         Err(StoreError::UnknownReply(id))
-    }
-}
-
-fn mark_sent_in(
-    conn: &mut rusqlite::Connection,
-    id: i64,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let updated: Option<(i64, String)> = tx
-        .query_row(
-            "UPDATE outbox SET sent_at = ?2, last_attempt_at = ?2, attempts = attempts + 1
-             WHERE id = ?1 AND sent_at IS NULL RETURNING message, message_id",
-            params![id, ts(at)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    match updated {
-        Some((message, message_id)) => {
-            audit(&tx, at, Some(message), "reply_sent", &json!({"message_id": message_id}))?;
-            tx.commit()?;
-            Ok(())
-        }
-        None => already_sent_or_unknown(&tx, id),
     }
 }
