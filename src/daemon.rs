@@ -44,20 +44,24 @@ impl Shutdown {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Request shutdown on SIGTERM or SIGINT, from a small thread of its own.
+    /// Request shutdown on SIGTERM or SIGINT, from a small thread of its own. The handlers are
+    /// installed before this returns: a signal arriving while the thread is still starting
+    /// would otherwise meet the default action and end the process uncleanly.
     pub fn on_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
         let flag = self.clone();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (mut term, mut int) = rt.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })?;
         std::thread::Builder::new().name("signals".into()).spawn(move || {
             rt.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
                 tracing::info!("shutdown requested: finishing the message in hand");
                 flag.request();
@@ -351,6 +355,24 @@ mod tests {
         assert_eq!(round.delivery.sent, DELIVERY_BATCH + 1);
         assert_eq!(transport.sent().len(), DELIVERY_BATCH + 1);
         assert_eq!(daemon.round().expect("second round").delivery.sent, 0, "nothing sent twice");
+    }
+
+    #[test]
+    fn a_sigterm_right_after_on_signals_returns_requests_shutdown_instead_of_killing() {
+        let shutdown = Shutdown::default();
+        shutdown.on_signals().expect("handlers installed");
+        // At once, before the handler thread has had any chance to run.
+        let sent = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(std::process::id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !shutdown.requested() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(shutdown.requested(), "SIGTERM did not reach the handler");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod mailstack;
 
 mod check;
 mod cli;
+mod crash;
 mod imap;
 mod mail;
 mod outbound;
