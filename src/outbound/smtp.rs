@@ -90,7 +90,7 @@ impl SmtpSettings {
             ca_pem: None,
             // One per parallel sender in the daemon (DELIVERY_WORKERS); idle ones are closed
             // after a minute, before the relay drops them itself (Postfix after 300 s).
-            pool_size: 8,
+            pool_size: 4,
         }
     }
 }
