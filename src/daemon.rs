@@ -14,6 +14,9 @@ use std::time::Duration;
 /// Messages filed per group commit. Large enough that the flush is shared by many, small enough
 /// that a reply to the first of a burst is not held up for long.
 const FILING_BATCH: usize = 50;
+/// Bytes of mail fetched together (one round trip to an IMAP server); a larger message comes
+/// on its own. Bounds memory however large the messages of a batch are.
+const FETCH_BYTES: u64 = 8 * 1024 * 1024;
 /// Replies fetched from the outbox at a time.
 const DELIVERY_BATCH: usize = 500;
 /// Replies in flight at once. A reply the relay has accepted but the store has not yet recorded
@@ -138,40 +141,48 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
             return if e.is_transient() { Ok(false) } else { Err(e.into()) };
         }
         let mut done: Vec<Processed> = Vec::with_capacity(chunk.len());
-        for p in chunk {
-            let raw = match self.source.fetch(&p.key) {
-                Ok(raw) => raw,
-                Err(SourceError::Gone { .. }) => continue, // another process took it
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(key = p.key, "cannot fetch, will retry: {e}");
-                    round.deferred += 1;
-                    continue;
-                }
-                Err(e) => {
-                    self.store.rollback_batch();
-                    return Err(e.into());
-                }
-            };
-            let now = self.clock.now();
-            let received_at = self.clock.fixed.unwrap_or(p.received_at);
-            let msg = Incoming { raw: &raw, source_key: &p.key, received_at };
-            match pipeline::process(self.store, self.env, msg, now) {
-                Ok(processed) => done.push(processed),
-                Err(e) if e.is_transient() => {
-                    // The store is unavailable: abandon the batch; all of it stays in the inbox.
-                    tracing::warn!(key = p.key, "not filed, batch left in the inbox to retry: {e}");
-                    self.store.rollback_batch();
-                    round.deferred += chunk.len();
-                    return Ok(false);
-                }
-                Err(e) => {
-                    // Only this message's savepoint was undone. It stays in the inbox (nothing
-                    // is lost) and is reported; the rest of the batch carries on.
-                    tracing::error!(
-                        key = p.key,
-                        "cannot file this message, left in the inbox: {e}"
-                    );
-                    round.deferred += 1;
+        for group in by_size(chunk, FETCH_BYTES) {
+            let keys: Vec<String> = group.iter().map(|p| p.key.clone()).collect();
+            let fetched = self.source.fetch_many(&keys);
+            for (p, (_, fetched)) in group.iter().zip(fetched) {
+                let raw = match fetched {
+                    Ok(raw) => raw,
+                    Err(SourceError::Gone { .. }) => continue, // another process took it
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(key = p.key, "cannot fetch, will retry: {e}");
+                        round.deferred += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.store.rollback_batch();
+                        return Err(e.into());
+                    }
+                };
+                let now = self.clock.now();
+                let received_at = self.clock.fixed.unwrap_or(p.received_at);
+                let msg = Incoming { raw: &raw, source_key: &p.key, received_at };
+                match pipeline::process(self.store, self.env, msg, now) {
+                    Ok(processed) => done.push(processed),
+                    Err(e) if e.is_transient() => {
+                        // The store is unavailable: abandon the batch; all of it stays in the
+                        // inbox.
+                        tracing::warn!(
+                            key = p.key,
+                            "not filed, batch left in the inbox to retry: {e}"
+                        );
+                        self.store.rollback_batch();
+                        round.deferred += chunk.len();
+                        return Ok(false);
+                    }
+                    Err(e) => {
+                        // Only this message's savepoint was undone. It stays in the inbox
+                        // (nothing is lost) and is reported; the rest of the batch carries on.
+                        tracing::error!(
+                            key = p.key,
+                            "cannot file this message, left in the inbox: {e}"
+                        );
+                        round.deferred += 1;
+                    }
                 }
             }
         }
@@ -274,6 +285,24 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
     }
 }
 
+/// Consecutive groups of `pending` whose sizes add up to at most `budget` (a message larger
+/// than the budget forms a group of its own).
+fn by_size(pending: &[Pending], budget: u64) -> Vec<&[Pending]> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, p) in pending.iter().enumerate() {
+        if i > start && bytes.saturating_add(p.size) > budget {
+            groups.push(&pending[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(p.size);
+    }
+    if start < pending.len() {
+        groups.push(&pending[start..]);
+    }
+    groups
+}
+
 /// One structured log line per message: id, class, organisation, outcome, receipt.
 fn log(p: &Processed) {
     tracing::info!(
@@ -335,6 +364,18 @@ mod tests {
             }]
         };
         store.file(&filing, &mut render).expect("filed");
+    }
+
+    #[test]
+    fn fetch_groups_stay_within_the_byte_budget_and_keep_every_message_once() {
+        let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+        let p = |key: &str, size: u64| Pending { key: key.into(), received_at: at, size };
+        let pending = [p("a", 3), p("b", 4), p("c", 9), p("d", 2), p("e", 2), p("f", 6)];
+        let groups = by_size(&pending, 8);
+        let keys: Vec<Vec<&str>> =
+            groups.iter().map(|g| g.iter().map(|p| p.key.as_str()).collect()).collect();
+        assert_eq!(keys, vec![vec!["a", "b"], vec!["c"], vec!["d", "e"], vec!["f"]]);
+        assert!(by_size(&[], 8).is_empty());
     }
 
     #[test]

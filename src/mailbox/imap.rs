@@ -336,6 +336,34 @@ impl MailSource for ImapSource {
         Ok(())
     }
 
+    /// Whole messages of known size within the cap come in one `UID FETCH` of the set; the rest
+    /// (unknown size, over the cap, another validity) go one by one through `fetch`.
+    fn fetch_many(&mut self, keys: &[String]) -> Vec<(String, Result<Vec<u8>, SourceError>)> {
+        let cap = self.fetch_cap;
+        let uids: Vec<u32> = keys
+            .iter()
+            .filter_map(|key| self.uid_of(key).ok())
+            .filter(|uid| self.sizes.get(uid).is_some_and(|s| *s <= cap))
+            .collect();
+        let mut bodies = if uids.len() > 1 {
+            self.with_live(async |live, t| ops::fetch_set(&mut live.session, &uids, t).await)
+                .unwrap_or_default() // on trouble, each is fetched on its own below
+        } else {
+            Default::default()
+        };
+        keys.iter()
+            .map(|key| {
+                let body = self
+                    .uid_of(key)
+                    .ok()
+                    .and_then(|uid| bodies.remove(&uid))
+                    .map(Ok)
+                    .unwrap_or_else(|| self.fetch(key));
+                (key.clone(), body)
+            })
+            .collect()
+    }
+
     /// A committed batch leaves the folder in a few commands (`UID MOVE 1,2,3…`), not one round
     /// trip per message.
     fn mark_processed_many(&mut self, keys: &[String]) -> Vec<(String, SourceError)> {

@@ -38,6 +38,13 @@ pub trait MailSource {
     /// The raw bytes of one pending message, unchanged.
     fn fetch(&mut self, key: &str) -> Result<Vec<u8>, SourceError>;
 
+    /// The raw bytes of several pending messages, in the order asked. The default fetches them
+    /// one by one; a remote source fetches the set in one round trip. The caller bounds the
+    /// total size (it knows each message's size from `pending`).
+    fn fetch_many(&mut self, keys: &[String]) -> Vec<(String, Result<Vec<u8>, SourceError>)> {
+        keys.iter().map(|k| (k.clone(), self.fetch(k))).collect()
+    }
+
     /// Takes the message out of the pending set. Called only after its filing is durable.
     /// Idempotent: a message already processed is `Ok`.
     fn mark_processed(&mut self, key: &str) -> Result<(), SourceError>;

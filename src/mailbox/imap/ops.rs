@@ -12,6 +12,7 @@ use async_imap::imap_proto::{MailboxDatum, Response};
 use async_imap::types::{Flag, UnsolicitedResponse};
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// RFC 2177: re-issue IDLE at least every 29 minutes, before servers drop idle clients.
@@ -104,6 +105,26 @@ pub async fn fetch(
     })
     .await?;
     Ok(fetched.iter().find(|f| f.uid == Some(uid)).and_then(|f| f.body()).map(<[u8]>::to_vec))
+}
+
+/// Several whole messages in one command (`UID FETCH 3,4,9 (UID BODY.PEEK[])`): one round trip
+/// for a batch instead of one per message. UIDs no longer there are simply absent.
+pub async fn fetch_set(
+    s: &mut Session,
+    uids: &[u32],
+    t: Duration,
+) -> Result<HashMap<u32, Vec<u8>>, Fault> {
+    let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let fetched = limit(t, "UID FETCH (bodies)", async {
+        let stream = s.uid_fetch(set, "(UID BODY.PEEK[])").await?;
+        stream.try_collect::<Vec<_>>().await
+    })
+    .await?;
+    Ok(fetched
+        .iter()
+        .filter_map(|f| Some((f.uid?, f.body()?.to_vec())))
+        .filter(|(uid, _)| uids.contains(uid))
+        .collect())
 }
 
 /// The size of one message, `None` when it is gone.
