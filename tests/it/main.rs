@@ -5,6 +5,7 @@ mod mailstack;
 
 mod check;
 mod cli;
+mod hostile;
 mod mail;
 mod outbound;
 mod pipeline;
