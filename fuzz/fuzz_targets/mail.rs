@@ -20,6 +20,11 @@ static CTX: OnceLock<Ctx> = OnceLock::new();
 
 fn ctx() -> &'static Ctx {
     CTX.get_or_init(|| {
+        // libFuzzer's panic hook aborts at once, before `Inbound::parse` can catch a panic
+        // inside mail-parser (its debug assertions, which it handles in release). Restoring
+        // the default hook lets that guard work; a panic it does not catch still aborts at the
+        // fuzz target's boundary and is reported as a crash.
+        drop(std::panic::take_hook());
         let real = shared::load();
         let from = real.config.outbound.from.to_ascii_lowercase();
         let domain = from.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
