@@ -6,6 +6,7 @@ mod mailstack;
 mod check;
 mod cli;
 mod crash;
+mod hostile;
 mod imap;
 mod mail;
 mod outbound;
