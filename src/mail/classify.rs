@@ -4,7 +4,7 @@
 //! seen) and nothing is answered here (`reply` and `pipeline` do that).
 
 use super::attachment::AttachmentKind;
-use super::inbound::{is_daemon_address, Inbound};
+use super::inbound::{is_daemon_address, Inbound, Unread};
 use super::route::{route, Route};
 use super::subject::{match_organisation, names_iapt, OrgMatch};
 use crate::collection::{Organisation, Registry, Submitter};
@@ -42,6 +42,11 @@ pub enum Classification {
     /// A return from an address that is not a submitter of `org`: held for review with these
     /// attachments, the Data Collection Team notified.
     Unauthorised { org: String, attachments: Vec<usize> },
+    /// An authorised sender's message naming IAPT and an organisation with no return found, whose
+    /// MIME structure was damaged where a return could have been (`unread`): the sender is asked
+    /// to send the file again, as for an unreadable attachment. Without the damage it would be
+    /// a question, and telling a provider their return was "forwarded as a question" is wrong.
+    Damaged { org: String, unread: Vec<Unread> },
     /// IAPT and an organisation but no return attached: forwarded by `route`; `keywords` are the
     /// chosen route's keywords found (empty when nothing matched and the default route applied).
     Question { org: String, route: Route, keywords: Vec<String> },
@@ -105,8 +110,9 @@ const AUTO_REPLY_SUBJECTS: &[&str] = &[
 /// IAPT or a single organisation gets the rule explained (whoever sent it and whatever is
 /// attached: the sender can fix the subject and resend). Then, with IAPT and one organisation:
 /// spreadsheets or TNEF attached make a submission, authorised against the organisation's
-/// submitters (an unauthorised one is held); nothing of the kind makes a question, which anyone
-/// may ask, so questions are not authorised.
+/// submitters (an unauthorised one is held); none found in a message whose structure was not
+/// fully read makes a damaged submission (authorised the same way); nothing of the kind in an
+/// intact message makes a question, which anyone may ask, so questions are not authorised.
 pub fn classify(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Classification {
     if let Some(reason) = automatic(inbound, ctx) {
         return Classification::Automatic { reason, bounce_of: bounce_of(inbound, ctx) };
@@ -134,7 +140,8 @@ pub fn classify(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Classification 
     };
     let (attachments, unreadable) =
         (of_kind(AttachmentKind::Spreadsheet), of_kind(AttachmentKind::Tnef));
-    if attachments.is_empty() && unreadable.is_empty() {
+    let nothing_found = attachments.is_empty() && unreadable.is_empty();
+    if nothing_found && inbound.unread.is_empty() {
         let (route, keywords) =
             route(&inbound.subject, &inbound.body, ctx.technical_keywords, ctx.content_keywords);
         return Classification::Question { org, route, keywords };
@@ -143,7 +150,9 @@ pub fn classify(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Classification 
         (Some(organisation), Some(sender)) => is_submitter(organisation, sender),
         _ => false,
     };
-    if authorised {
+    if nothing_found && authorised {
+        Classification::Damaged { org, unread: inbound.unread.clone() }
+    } else if authorised {
         Classification::Submission { org, attachments, unreadable }
     } else {
         Classification::Unauthorised { org, attachments: [attachments, unreadable].concat() }

@@ -91,6 +91,43 @@ fn authorised_return_is_a_submission_with_spreadsheets_and_tnef_listed_apart() {
     );
 }
 
+/// A return the parser could not find (damaged MIME, forward too deep, past the attachment cap)
+/// is not a question: the submitter is asked for the file again, a stranger is held.
+#[test]
+fn damaged_structure_without_a_return_is_not_a_question() {
+    let f = Fixture::new();
+    let mut m = message("ann@leeds.nhs.test", LEEDS);
+    m.body = "Please find our return attached; any question about the deadline, ask.".into();
+    let question = classify(&m, &f.ctx());
+    assert!(matches!(question, Classification::Question { .. }), "intact: {question:?}");
+    m.unread = vec![Unread::BrokenMime, Unread::AttachmentCap];
+    let m = with_attachment(m, AttachmentKind::Other);
+    assert_eq!(
+        classify(&m, &f.ctx()),
+        Classification::Damaged {
+            org: "5N1".into(),
+            unread: vec![Unread::BrokenMime, Unread::AttachmentCap]
+        }
+    );
+    let mut stranger = message("someone@gmail.test", LEEDS);
+    stranger.unread = vec![Unread::NestingCut];
+    assert_eq!(
+        classify(&stranger, &f.ctx()),
+        Classification::Unauthorised { org: "5N1".into(), attachments: vec![] }
+    );
+}
+
+#[test]
+fn a_return_found_in_a_damaged_message_is_still_validated() {
+    let mut m = message("ann@leeds.nhs.test", LEEDS);
+    m.unread = vec![Unread::BrokenMime];
+    let m = with_attachment(m, AttachmentKind::Spreadsheet);
+    assert_eq!(
+        classify(&m, &Fixture::new().ctx()),
+        Classification::Submission { org: "5N1".into(), attachments: vec![0], unreadable: vec![] }
+    );
+}
+
 #[test]
 fn submitters_are_exact_addresses_or_exact_domains() {
     let org = &registry().organisations[0];

@@ -104,6 +104,42 @@ pub struct Inbound {
     /// What could not be read, in words for the audit trail: broken MIME, undecodable parts,
     /// missing headers, limits reached.
     pub problems: Vec<String>,
+    /// The parts of the message's structure that were not read, each kind once, in order: where
+    /// a return may have been lost. `classify` reads this, never the words in `problems`.
+    pub unread: Vec<Unread>,
+}
+
+/// A part of a message's MIME structure that was not read, so an attachment in it is unseen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unread {
+    /// A multipart whose boundary is missing, never appears or is never closed: its parts could
+    /// not be split, or the message was cut short.
+    BrokenMime,
+    /// A forwarded message nested deeper than the walk follows was not opened.
+    NestingCut,
+    /// Attachments past the cap were not kept.
+    AttachmentCap,
+    /// Only the headers were read: the MIME tree was too deep or could not be read at all.
+    HeadersOnly,
+}
+
+impl Unread {
+    /// What was not read, in words a sender understands (listed where a file name would be).
+    pub fn describe(self) -> String {
+        match self {
+            Unread::BrokenMime => {
+                "(attachments hidden by the message's damaged MIME structure)".to_string()
+            }
+            Unread::NestingCut => {
+                format!("(a forwarded message nested more than {} levels deep)", parts::MAX_DEPTH)
+            }
+            Unread::AttachmentCap => {
+                format!("(attachments after the first {})", parts::MAX_ATTACHMENTS)
+            }
+            Unread::HeadersOnly => "(the whole message: its structure could not be read)".into(),
+        }
+    }
 }
 
 /// Longest subject kept, in characters: far past any real subject (RFC 5322 lines stop at 998),
@@ -166,6 +202,7 @@ impl Inbound {
         }
         if let Some(problem) = headers_only {
             inbound.problems.push(problem);
+            inbound.unread.push(Unread::HeadersOnly);
             return inbound;
         }
         let walked = parts::walk(&message);
@@ -173,6 +210,9 @@ impl Inbound {
         inbound.attachments = walked.attachments;
         inbound.report = walked.report;
         inbound.problems.extend(walked.problems);
+        inbound.unread = walked.unread;
+        inbound.unread.sort();
+        inbound.unread.dedup();
         if inbound.report.is_none() && inbound.looks_like_free_form_bounce() {
             inbound.report = Some(DeliveryReport {
                 report_type: None,

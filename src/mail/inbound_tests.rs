@@ -105,6 +105,8 @@ fn forwarding_deeper_than_the_cap_is_a_problem_not_a_hang() {
     let m = parse(&nested(MAX_DEPTH + 2));
     assert!(m.attachments.is_empty());
     assert!(m.problems.iter().any(|p| p.contains("nested deeper")), "{:?}", m.problems);
+    assert_eq!(m.unread, vec![Unread::NestingCut]);
+    assert!(parse(&nested(MAX_DEPTH)).unread.is_empty(), "within the cap all is read");
 }
 
 #[test]
@@ -119,6 +121,31 @@ fn attachment_count_is_capped() {
     let m = parse(&text);
     assert_eq!(m.attachments.len(), MAX_ATTACHMENTS);
     assert!(m.problems.iter().any(|p| p.contains("attachments")));
+    assert_eq!(m.unread, vec![Unread::AttachmentCap]);
+}
+
+/// A multipart with no boundary parameter, or one that never appears in the body, is kept by
+/// mail-parser as one opaque part: the return inside is unseen and must be marked so.
+#[test]
+fn a_multipart_that_cannot_be_split_is_marked_unread() {
+    let body = "\n--xyz\nContent-Type: text/plain\n\nhello\n\
+                --xyz\nContent-Type: text/csv; name=\"r.csv\"\n\nKPI1,1\n--xyz--\n";
+    for content_type in ["multipart/mixed; boundary=\"declared\"", "multipart/mixed"] {
+        let m = parse(&format!("From: a@b.test\nContent-Type: {content_type}\n{body}"));
+        assert!(
+            m.attachments.iter().all(|a| a.kind != AttachmentKind::Spreadsheet),
+            "{content_type}: {:?}",
+            m.attachments
+        );
+        assert_eq!(m.unread, vec![Unread::BrokenMime], "{content_type}: {:?}", m.problems);
+        assert!(m.problems.iter().any(|p| p.contains("could not be split")), "{:?}", m.problems);
+    }
+    let whole =
+        parse(&format!("From: a@b.test\nContent-Type: multipart/mixed; boundary=xyz\n{body}"));
+    assert!(whole.unread.is_empty(), "{:?}", whole.problems);
+    assert_eq!(whole.attachments.len(), 1);
+    let headers_only = parse("From: a@b.test\nContent-Type: multipart/mixed; boundary=xyz\n\n");
+    assert!(headers_only.unread.is_empty(), "an empty body hides nothing");
 }
 
 #[test]
@@ -172,6 +199,7 @@ fn only_the_multipart_left_open_is_reported() {
     assert_eq!(open.len(), 1, "{:?}", m.problems);
     assert!(open[0].starts_with("multipart part 0 "), "{open:?}");
     assert_eq!(m.attachments.len(), 1);
+    assert_eq!(m.unread, vec![Unread::BrokenMime], "the message may be cut short");
 }
 
 #[test]
@@ -185,6 +213,7 @@ fn deeply_nested_messages_do_not_overflow_the_stack() {
         "From: a@b.test\nContent-Type: Multipart/Digest; boundary=\"d\"\n\n--d\n\n".repeat(20_000);
     let m = parse(&digests);
     assert!(m.problems.iter().any(|p| p.contains("only the headers")), "{:?}", m.problems);
+    assert_eq!(m.unread, vec![Unread::HeadersOnly]);
 }
 
 #[test]

@@ -15,6 +15,6 @@ pub mod subject;
 
 pub use attachment::{Attachment, AttachmentKind};
 pub use classify::{classify, AutoReason, Classification, ClassifyContext, SubjectProblem};
-pub use inbound::{AutoSignals, DeliveryReport, Inbound, Mailbox};
+pub use inbound::{AutoSignals, DeliveryReport, Inbound, Mailbox, Unread};
 pub use route::Route;
 pub use subject::{match_organisation, names_iapt, OrgMatch};

@@ -3,7 +3,7 @@
 //! broken MIME. Reads mail-parser's tree only; decides nothing about the message.
 
 use super::attachment::{safe_file_name, sniff_kind, Attachment};
-use super::inbound::{collapse, decode_8bit, DeliveryReport, BODY_LIMIT};
+use super::inbound::{collapse, decode_8bit, DeliveryReport, Unread, BODY_LIMIT};
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
@@ -25,6 +25,8 @@ pub(super) struct Walked {
     /// Message-ID of the first forwarded or enclosed message (a free-form bounce's original).
     pub enclosed_message_id: Option<String>,
     pub problems: Vec<String>,
+    /// What of the structure was not read, recorded with the problem that describes it.
+    pub unread: Vec<Unread>,
 }
 
 pub(super) fn walk(message: &Message<'_>) -> Walked {
@@ -59,6 +61,7 @@ fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked) {
                     walked.problems.push(format!(
                         "forwarded message nested deeper than {MAX_DEPTH} levels was not opened"
                     ));
+                    walked.unread.push(Unread::NestingCut);
                 } else {
                     collect(nested, depth + 1, walked);
                 }
@@ -74,6 +77,7 @@ fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked) {
             walked
                 .problems
                 .push(format!("more than {MAX_ATTACHMENTS} attachments; the rest were not kept"));
+            walked.unread.push(Unread::AttachmentCap);
             return;
         }
         walked.attachments.push(attachment(part, bytes, depth, walked.attachments.len() + 1));
@@ -119,10 +123,12 @@ fn content_type(part: &MessagePart<'_>) -> String {
         .to_ascii_lowercase()
 }
 
-/// Parts mail-parser had to recover, and multiparts whose closing delimiter never comes
-/// (RFC 2046 §5.1.1 requires a `--boundary--` line): the message is still used, and the audit
-/// trail says it was damaged. One pass over the lines finds every closing delimiter, so a
-/// hostile message with many multiparts costs no more than a few.
+/// Parts mail-parser had to recover, multiparts it could not split (no boundary parameter, or
+/// one that never appears: it then keeps the whole body as one part), and multiparts whose
+/// closing delimiter never comes (RFC 2046 §5.1.1 requires a `--boundary--` line): the message
+/// is still used, and the audit trail says it was damaged. The last two may hide a return, so
+/// they are also recorded as [`Unread::BrokenMime`]. One pass over the lines finds every closing
+/// delimiter, so a hostile message with many multiparts costs no more than a few.
 fn note_broken_parts(message: &Message<'_>, depth: usize, walked: &mut Walked) {
     let mut open: Vec<(usize, String)> = Vec::new();
     for (index, part) in message.parts.iter().enumerate() {
@@ -130,6 +136,16 @@ fn note_broken_parts(message: &Message<'_>, depth: usize, walked: &mut Walked) {
             walked.problems.push(format!(
                 "part {index} (depth {depth}) was cut short or badly encoded; read as far as possible"
             ));
+        }
+        let multipart =
+            part.content_type().is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
+        let split = matches!(part.body, PartType::Multipart(_));
+        // An empty body (a header block parsed alone) hides nothing.
+        if multipart && !split && !part.contents().trim_ascii().is_empty() {
+            walked.problems.push(format!(
+                "multipart part {index} (depth {depth}) could not be split: its boundary is missing or never appears"
+            ));
+            walked.unread.push(Unread::BrokenMime);
         }
         if let (PartType::Multipart(_), Some(ct)) = (&part.body, part.content_type()) {
             if let Some(boundary) = ct.attribute("boundary") {
@@ -152,6 +168,7 @@ fn note_broken_parts(message: &Message<'_>, depth: usize, walked: &mut Walked) {
         walked.problems.push(format!(
             "multipart part {index} (depth {depth}) has no closing boundary; the message may be cut short"
         ));
+        walked.unread.push(Unread::BrokenMime);
     }
 }
 

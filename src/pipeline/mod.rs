@@ -115,8 +115,11 @@ pub fn process<S: Store + ?Sized>(
         // Only the headers of an oversized message were parsed, so its attachments are unseen
         // and it looks like a question: answer it as the oversized return it most likely is,
         // rather than forwarding megabytes to a team.
-        Classification::Question { org, .. } if too_large => {
+        Classification::Question { org, .. } | Classification::Damaged { org, .. } if too_large => {
             submission(org, Returns::message_too_large(env, org, msg.raw.len() as u64))
+        }
+        Classification::Damaged { org, unread } => {
+            submission(org, Returns::damaged(env, org, unread))
         }
         Classification::Question { org, route, .. } => question(env, msg, &sha, org, *route),
         Classification::Unauthorised { org, .. } => unauthorised(env, msg, org),

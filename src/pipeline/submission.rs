@@ -6,7 +6,7 @@ use super::history::StoreHistory;
 use super::{Env, Incoming, PipelineError};
 use crate::collection::PeriodId;
 use crate::guarded::read_with_timeout;
-use crate::mail::Inbound;
+use crate::mail::{Inbound, Unread};
 use crate::reply::{FileResult, ReplyKind};
 use crate::report::{Finding, Report, Severity, Status};
 use crate::store::{Assigned, NewReturn, Store};
@@ -125,6 +125,31 @@ impl Returns {
             new_returns: Vec::new(),
             entries: vec![Entry { result, return_index: None, unreadable: false }],
         }
+    }
+
+    /// A message whose damaged structure hid whatever return it carried: one unreadable entry
+    /// per kind of damage, so the reply asks for the file again and names what was not read.
+    pub fn damaged(env: &Env, org: &str, unread: &[Unread]) -> Returns {
+        let entries = unread
+            .iter()
+            .map(|what| {
+                let name = what.describe();
+                let report = unreadable_report(
+                    env,
+                    org,
+                    &name,
+                    "no return could be found: the message's structure was damaged or too deep \
+                     to read, so its attachments were not all seen: send the return again as one \
+                     .xlsx attachment in a new message",
+                );
+                Entry {
+                    result: file_result(env, org, &name, report, false),
+                    return_index: None,
+                    unreadable: true,
+                }
+            })
+            .collect();
+        Returns { new_returns: Vec::new(), entries }
     }
 
     pub fn outcome(&self) -> String {
