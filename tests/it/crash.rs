@@ -9,6 +9,7 @@
 
 mod corpus;
 mod faults;
+mod faults_stack;
 mod kill;
 mod standby;
 
