@@ -35,6 +35,8 @@ const DURING_OUTAGE: usize = 15;
 /// One minute after `NOW`: past the outbox's first retry (at most 30 s).
 const A_MINUTE_LATER: &str = "2011-07-20T10:01:00Z";
 const LEEDS_SUBJECT: &str = "IAPT KPI Q1 2011/12 Leeds PCT";
+/// What each daemon logs once it is working (its store open, its handlers in place).
+const RUNNING: &str = "iapt-intake running";
 
 /// `iapt-intake run`, at the fixed moment `now` or on the real clock (`None`), logging at
 /// `info` to `log` (appended).
@@ -340,13 +342,18 @@ fn wait_for_rcpt(stack: &MailStack, to: &str, code: &str) {
 }
 
 /// The outbox rows of the first filed message, once `ready` holds for its only row.
-fn wait_for_reply_row(store: &SqliteStore, ready: impl Fn(&ReplyRow) -> bool) -> ReplyRow {
-    let mut rows = Vec::new();
+fn wait_for_reply_row(
+    store: &SqliteStore,
+    log: &Path,
+    ready: impl Fn(&ReplyRow) -> bool,
+) -> ReplyRow {
+    let mut rows = Ok(Vec::new());
     let ok = wait_until(Duration::from_secs(30), || {
-        rows = store.replies_for(1).unwrap_or_default();
-        matches!(rows.as_slice(), [row] if ready(row))
+        rows = store.replies_for(1);
+        matches!(rows.as_deref(), Ok([row]) if ready(row))
     });
-    assert!(ok, "the outbox never reached the state waited for: {rows:?}");
+    assert!(ok, "the outbox never got there: {rows:?}; log:\n{}", tail(&log_text(log)));
+    let mut rows = rows.expect("the outbox");
     rows.remove(0)
 }
 
@@ -376,11 +383,15 @@ fn postfix_refusing_with_450_keeps_the_reply_in_the_outbox_until_it_accepts_agai
         Mail::new(&leeds, LEEDS_SUBJECT, id).xlsx("Leeds IAPT Q1.xlsx", ReturnBook::leeds().xlsx());
     smtp_send(stack.smtp_port, &leeds, &intake, std::str::from_utf8(&mail.bytes()).expect("ASCII"));
     let daemon = spawn(&config, &log, Some(NOW));
+    // The store is opened here only once the daemon has made it: two processes creating a
+    // fresh store at the same moment can both run its first migration, and one then fails.
+    let running = wait_until(Duration::from_secs(20), || log_text(&log).contains(RUNNING));
+    assert!(running, "the daemon did not start:\n{}", tail(&log_text(&log)));
 
     // Filed and out of the inbox; the acceptance refused for now, kept to be tried again.
     let store = SqliteStore::open(dir.path().join("intake.db"), dir.path().join("blobs"))
         .expect("the store");
-    let row = wait_for_reply_row(&store, |r| r.attempts >= 1);
+    let row = wait_for_reply_row(&store, &log, |r| r.attempts >= 1);
     assert!(row.sent_at.is_none() && !row.failed_permanently, "{row:?}");
     let error = row.last_error.clone().unwrap_or_default();
     assert!(error.contains("450"), "the relay's refusal is kept: {row:?}");
@@ -408,7 +419,7 @@ fn postfix_refusing_with_450_keeps_the_reply_in_the_outbox_until_it_accepts_agai
     wait_for_rcpt(&stack, &leeds, "250");
     let lifted = Instant::now();
     let daemon = spawn(&config, &log, Some(A_MINUTE_LATER));
-    let sent = wait_for_reply_row(&store, |r| r.sent_at.is_some());
+    let sent = wait_for_reply_row(&store, &log, |r| r.sent_at.is_some());
     assert_eq!(sent.attempts, 2, "one refusal, one success: {sent:?}");
     let arrived = wait_until(Duration::from_secs(20), || !folder_files(&leeds_box).is_empty());
     assert!(arrived, "the reply never reached Leeds:\n{}", tail(&log_text(&log)));
