@@ -114,6 +114,11 @@ pub fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), StoreError> 
     }
     for (n, sql) in MIGRATIONS.iter().enumerate().take(target as usize).skip(found as usize) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Read again under the write lock: another process opening the same new store at the
+        // same moment (a standby daemon, `status`) may have applied this step meanwhile.
+        if version(&tx)? > n as i64 {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", n as i64 + 1)?;
         tx.commit()?;

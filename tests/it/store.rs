@@ -582,3 +582,32 @@ mod batch {
         assert_eq!(store.get_blob(&hash).expect("get"), b"a raw message filed in a batch");
     }
 }
+
+#[test]
+fn two_processes_opening_a_new_store_at_once_both_succeed() {
+    // Regression: both read user_version 0 and the second re-ran the first migration.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for _ in 0..5 {
+        let db = dir.path().join(format!("{}.db", rand_name()));
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        SqliteStore::open(&db, dir.path().join("blobs")).map(|_| ())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().expect("thread").expect("every opener succeeds");
+            }
+        });
+    }
+}
+
+fn rand_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("fresh-{}", N.fetch_add(1, Ordering::SeqCst))
+}
