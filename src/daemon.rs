@@ -144,7 +144,9 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
         for group in by_size(chunk, FETCH_BYTES) {
             let keys: Vec<String> = group.iter().map(|p| p.key.clone()).collect();
             let fetched = self.source.fetch_many(&keys);
+            let mut prepared = prepare_all(self.env, &fetched).into_iter();
             for (p, (_, fetched)) in group.iter().zip(fetched) {
+                let prepared = prepared.next().flatten();
                 let raw = match fetched {
                     Ok(raw) => raw,
                     Err(SourceError::Gone { .. }) => continue, // another process took it
@@ -161,7 +163,8 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
                 let now = self.clock.now();
                 let received_at = self.clock.fixed.unwrap_or(p.received_at);
                 let msg = Incoming { raw: &raw, source_key: &p.key, received_at };
-                match pipeline::process(self.store, self.env, msg, now) {
+                let prepared = prepared.unwrap_or_else(|| pipeline::prepare(self.env, &raw));
+                match pipeline::process_prepared(self.store, self.env, msg, prepared, now) {
                     Ok(processed) => done.push(processed),
                     Err(e) if e.is_transient() => {
                         // The store is unavailable: abandon the batch; all of it stays in the
@@ -283,6 +286,35 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
             left -= step;
         }
     }
+}
+
+/// Threads that prepare messages (parse, classify, read attachments) while the batch is filed
+/// in order afterwards.
+const PREPARE_THREADS: usize = 2;
+
+/// Prepare every fetched message of a group, on up to [`PREPARE_THREADS`] threads; `None` for
+/// one that could not be fetched. The order is kept.
+fn prepare_all(
+    env: &Env,
+    fetched: &[(String, Result<Vec<u8>, SourceError>)],
+) -> Vec<Option<pipeline::Prepared>> {
+    let one = |f: &(String, Result<Vec<u8>, SourceError>)| {
+        f.1.as_ref().ok().map(|raw| pipeline::prepare(env, raw))
+    };
+    if fetched.len() < 2 {
+        return fetched.iter().map(one).collect();
+    }
+    let per = fetched.len().div_ceil(PREPARE_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = fetched
+            .chunks(per)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 /// Consecutive groups of `pending` whose sizes add up to at most `budget` (a message larger

@@ -14,10 +14,13 @@ mod submission;
 pub use env::Env;
 pub use outcome::Processed;
 
+use crate::guarded::read_with_timeout;
 use crate::mail::{classify, Classification, Inbound};
 use crate::reply::{self, Original, ReplyKind};
 use crate::store::{sha256_hex, Assigned, AuditEvent, Filed, Filing, NewReply, Store, StoreError};
+use crate::workbook::{ReadError, Workbook};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use submission::Returns;
 
 /// A message as the mailbox handed it over.
@@ -87,6 +90,43 @@ impl Plan {
     }
 }
 
+/// The part of processing a message that needs no store: its hash, the parse, the
+/// classification and the reading of each return attachment (the costly, pure stages). Several
+/// messages can be prepared at once; filing them stays in order.
+pub struct Prepared {
+    sha: String,
+    too_large: bool,
+    inbound: Inbound,
+    class: Classification,
+    /// Each return attachment as read, by attachment index.
+    reads: HashMap<usize, Result<Workbook, ReadError>>,
+}
+
+/// Prepare one message (see [`Prepared`]).
+pub fn prepare(env: &Env, raw: &[u8]) -> Prepared {
+    let sha = sha256_hex(raw);
+    let too_large = raw.len() as u64 > env.config.limits.message_bytes;
+    // Over the limit, only the header block is parsed: enough to answer, nothing large decoded.
+    let inbound = if too_large { Inbound::parse(header_block(raw)) } else { Inbound::parse(raw) };
+    let class = classify(&inbound, &env.classify_context());
+    let mut reads = HashMap::new();
+    if let (Classification::Submission { attachments, .. }, false) = (&class, too_large) {
+        let limits = env.config.limits;
+        for &i in attachments {
+            if let Some(att) = inbound.attachments.get(i) {
+                let read = read_with_timeout(
+                    att.bytes.clone(),
+                    &att.name,
+                    limits.workbook,
+                    limits.attachment_timeout,
+                );
+                reads.insert(i, read);
+            }
+        }
+    }
+    Prepared { sha, too_large, inbound, class, reads }
+}
+
 /// Process one message. `now` stamps the filing and the replies; `msg.received_at` judges windows.
 pub fn process<S: Store + ?Sized>(
     store: &S,
@@ -94,16 +134,22 @@ pub fn process<S: Store + ?Sized>(
     msg: Incoming<'_>,
     now: DateTime<Utc>,
 ) -> Result<Processed, PipelineError> {
-    let sha = sha256_hex(msg.raw);
-    let too_large = msg.raw.len() as u64 > env.config.limits.message_bytes;
-    // Over the limit, only the header block is parsed: enough to answer, nothing large decoded.
-    let inbound =
-        if too_large { Inbound::parse(header_block(msg.raw)) } else { Inbound::parse(msg.raw) };
+    process_prepared(store, env, msg, prepare(env, msg.raw), now)
+}
+
+/// Process a message prepared by [`prepare`] from `msg.raw`.
+pub fn process_prepared<S: Store + ?Sized>(
+    store: &S,
+    env: &Env,
+    msg: Incoming<'_>,
+    prepared: Prepared,
+    now: DateTime<Utc>,
+) -> Result<Processed, PipelineError> {
+    let Prepared { sha, too_large, inbound, class, mut reads } = prepared;
     if let Some(existing) = store.find_duplicate(inbound.message_id.as_deref(), &sha)? {
         return Ok(Processed::duplicate(msg.source_key, &inbound, existing));
     }
     store.put_blob(msg.raw)?;
-    let class = classify(&inbound, &env.classify_context());
     let mut plan = match &class {
         Classification::Automatic { bounce_of, .. } => {
             let mut p =
@@ -127,7 +173,8 @@ pub fn process<S: Store + ?Sized>(
             let returns = if too_large {
                 Returns::message_too_large(env, org, msg.raw.len() as u64)
             } else {
-                Returns::validate(store, env, &inbound, org, attachments, unreadable, msg)?
+                let ctx = submission::Attached { inbound: &inbound, attachments, unreadable };
+                Returns::validate(store, env, org, ctx, &mut reads, msg)?
             };
             submission(org, returns)
         }

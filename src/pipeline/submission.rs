@@ -11,7 +11,8 @@ use crate::reply::{FileResult, ReplyKind};
 use crate::report::{Finding, Report, Severity, Status};
 use crate::store::{Assigned, NewReturn, Store};
 use crate::validate::{validate, Input};
-use std::collections::BTreeMap;
+use crate::workbook::{ReadError, Workbook};
+use std::collections::{BTreeMap, HashMap};
 
 /// Rule of SPEC §2 for a file that cannot be read at all.
 const UNREADABLE: &str = "IAPT-E21";
@@ -26,6 +27,13 @@ struct Entry {
     unreadable: bool,
 }
 
+/// The attachments of a submission, as the classification named them.
+pub(super) struct Attached<'a> {
+    pub inbound: &'a Inbound,
+    pub attachments: &'a [usize],
+    pub unreadable: &'a [usize],
+}
+
 #[derive(Default)]
 pub(super) struct Returns {
     pub new_returns: Vec<NewReturn>,
@@ -33,26 +41,30 @@ pub(super) struct Returns {
 }
 
 impl Returns {
+    /// Validate each return attachment (as already read by `prepare`, in `reads`; one not
+    /// read there is read now) against the organisation's history.
     pub fn validate<S: Store + ?Sized>(
         store: &S,
         env: &Env,
-        inbound: &Inbound,
         org: &str,
-        attachments: &[usize],
-        unreadable: &[usize],
+        attached: Attached<'_>,
+        reads: &mut HashMap<usize, Result<Workbook, ReadError>>,
         msg: Incoming<'_>,
     ) -> Result<Returns, PipelineError> {
+        let Attached { inbound, attachments, unreadable } = attached;
         let limits = env.config.limits;
         let mut out = Returns::default();
         for &i in attachments {
             let Some(att) = inbound.attachments.get(i) else { continue };
             let sha = store.put_blob(&att.bytes)?;
-            let read = read_with_timeout(
-                att.bytes.clone(),
-                &att.name,
-                limits.workbook,
-                limits.attachment_timeout,
-            );
+            let read = reads.remove(&i).unwrap_or_else(|| {
+                read_with_timeout(
+                    att.bytes.clone(),
+                    &att.name,
+                    limits.workbook,
+                    limits.attachment_timeout,
+                )
+            });
             let history = StoreHistory::new(store);
             let report = validate(&Input {
                 file_name: &att.name,
