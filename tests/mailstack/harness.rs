@@ -172,6 +172,38 @@ impl MailStack {
         run_script("stop", &self.dir, Some(part))
     }
 
+    /// Ends the server side of every established IMAP session on this stack (a stopped Dovecot
+    /// master leaves its sessions running, where a real restart would end them): finds the
+    /// processes holding such a socket through /proc/net/tcp and /proc/PID/fd and signals them.
+    /// Returns how many processes held one.
+    pub fn end_imap_sessions(&self) -> usize {
+        let Ok(tcp) = std::fs::read_to_string("/proc/net/tcp") else { return 0 };
+        let locals = [self.imap_port, self.imaps_port].map(|p| format!("0100007F:{p:04X}"));
+        let inodes: Vec<String> = tcp
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 9 && locals.iter().any(|l| f[1] == l) && f[3] == "01") // ESTABLISHED
+            .map(|f| format!("socket:[{}]", f[9]))
+            .collect();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return 0 };
+        let mut holders: Vec<String> = procs
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|pid| {
+                let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+                fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                    .any(|link| inodes.iter().any(|i| link.as_os_str() == i.as_str()))
+            })
+            .collect();
+        holders.sort();
+        holders.dedup();
+        for pid in &holders {
+            let _ = Command::new("kill").arg("-TERM").arg(pid).status();
+        }
+        holders.len()
+    }
+
     /// Starts whatever part is stopped, on the ports it had.
     pub fn restart(&self) -> io::Result<()> {
         run_script("start", &self.dir, None)

@@ -74,37 +74,6 @@ fn send_by_sendmail(stack: &MailStack, from: &str, raw: &[u8]) {
     assert!(child.wait().expect("sendmail exits").success(), "sendmail refused the mail");
 }
 
-/// Ends the server side of every established connection on 127.0.0.1:`port` (a stopped Dovecot
-/// master leaves its IMAP sessions running; a real restart ends them). Returns how many
-/// processes held one.
-fn end_sessions(port: u16) -> usize {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let local = format!("0100007F:{port:04X}");
-    let inodes: Vec<String> = tcp
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "01") // 01: ESTABLISHED
-        .map(|f| format!("socket:[{}]", f[9]))
-        .collect();
-    let mut holders: Vec<String> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|pid| {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-                .any(|link| inodes.iter().any(|i| link.as_os_str() == i.as_str()))
-        })
-        .collect();
-    holders.sort();
-    holders.dedup();
-    for pid in &holders {
-        let _ = Command::new("kill").arg("-TERM").arg(pid).status();
-    }
-    holders.len()
-}
-
 /// Replies found in `mailboxes`, keyed by "`mailbox` `original Message-ID`": (distinct reply
 /// Message-IDs, copies in all).
 fn replies_by_original(
@@ -195,7 +164,7 @@ fn dovecot_down_for_a_minute_mid_burst_every_message_is_filed_and_answered_once(
         assert!(midway, "the burst is not being filed:\n{}", tail(&log_text(&log)));
         stack.stop_part(Part::Dovecot).expect("stop dovecot");
         handed_at_stop = handed.load(Ordering::SeqCst);
-        ended = end_sessions(stack.imap_port);
+        ended = stack.end_imap_sessions();
         down = Instant::now();
         filed_at_stop = StoreView::open(&db).messages() as usize;
         sender.join().expect("the burst is handed over");

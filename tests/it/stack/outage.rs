@@ -7,7 +7,6 @@ use crate::mailstack::Part;
 use crate::pipeline::support::{Mail, ReturnBook, Val};
 use chrono::{DateTime, TimeDelta, Utc};
 use iapt_intake::store::{ReplyRow, SqliteStore, Store};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One minute after `NOW`: past the outbox's first retry (30 s backoff).
@@ -34,7 +33,7 @@ fn the_daemon_reconnects_after_dovecot_restarts_and_answers_each_return_once() {
     it.stack.stop_part(Part::Dovecot).expect("stop dovecot");
     // A stopped Dovecot master leaves open sessions running; a real restart ends them
     // (shutdown_clients), so end the daemon's too.
-    assert!(end_sessions(it.stack.imap_port) >= 1, "the daemon had an IMAP session");
+    assert!(it.stack.end_imap_sessions() >= 1, "the daemon had an IMAP session");
     // Postfix takes the return and holds it: its LMTP delivery to Dovecot is deferred. Not by
     // SMTP: with Dovecot's auth socket gone Postfix's smtpd exits at once ("no SASL
     // authentication mechanisms") and its master throttles smtpd, refusing SMTP for a while
@@ -61,36 +60,6 @@ fn the_daemon_reconnects_after_dovecot_restarts_and_answers_each_return_once() {
         "dovecot restart: first acceptance {first_latency:.2?} after Postfix took the return; second \
          {recovery:.2?} after Dovecot was back; SIGTERM to exit {took:.2?}"
     );
-}
-
-/// Ends the server side of every established connection on 127.0.0.1:`port` by signalling the
-/// processes holding it (found through /proc/net/tcp and /proc/PID/fd); returns how many.
-fn end_sessions(port: u16) -> usize {
-    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let local = format!("0100007F:{port:04X}");
-    let inodes: Vec<String> = tcp
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "01") // 01: ESTABLISHED
-        .map(|f| format!("socket:[{}]", f[9]))
-        .collect();
-    let mut holders: Vec<String> = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|pid| {
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-                .any(|link| inodes.iter().any(|i| link.as_os_str() == i.as_str()))
-        })
-        .collect();
-    holders.sort();
-    holders.dedup();
-    for pid in &holders {
-        let _ = Command::new("kill").arg("-TERM").arg(pid).status();
-    }
-    holders.len()
 }
 
 /// The outbox row of the only reply in the store, once `ready` holds (bounded wait; the daemon
