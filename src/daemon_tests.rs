@@ -1,0 +1,139 @@
+//! Tests of the daemon's rounds on the in-memory store, source and transport.
+use super::*;
+use crate::collection::{Collections, Registry};
+use crate::config::Config;
+use crate::mailbox::MemorySource;
+use crate::outbound::MemoryTransport;
+use crate::reply::Templates;
+use crate::store::{Filing, MemoryStore, NewReply};
+use chrono::TimeZone;
+
+fn env() -> Env {
+    let config = Config::parse(std::path::Path::new("t.toml"), "").expect("default config");
+    let templates = Templates::shipped().expect("shipped templates");
+    Env::new(config, Collections::from_definitions(Vec::new()), Registry::default(), templates)
+}
+
+fn queue(store: &MemoryStore, i: usize, at: DateTime<Utc>) {
+    let filing = Filing {
+        source_key: format!("m{i}"),
+        message_id: Some(format!("m{i}@test")),
+        sha256: format!("{i:064x}"),
+        received_at: at,
+        filed_at: at,
+        from: Some("a@leeds.nhs.test".into()),
+        subject: Some("IAPT".into()),
+        class: "automatic".into(),
+        outcome: "filed".into(),
+        detail: serde_json::Value::Null,
+        org: None,
+        period: None,
+        held: false,
+        bounce_of: None,
+        returns: Vec::new(),
+        audit: Vec::new(),
+    };
+    let mut render = |_: &crate::store::Assigned| {
+        vec![NewReply {
+            message_id: format!("r{i}@example.nhs.test"),
+            kind: "test".into(),
+            envelope_from: "iapt.returns@example.nhs.test".into(),
+            recipients: vec!["a@leeds.nhs.test".into()],
+            raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
+            guidance_to: None,
+        }]
+    };
+    store.file(&filing, &mut render).expect("filed");
+}
+
+#[test]
+fn fetch_groups_stay_within_the_byte_budget_and_keep_every_message_once() {
+    let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+    let p = |key: &str, size: u64| Pending { key: key.into(), received_at: at, size };
+    let pending = [p("a", 3), p("b", 4), p("c", 9), p("d", 2), p("e", 2), p("f", 6)];
+    let groups = by_size(&pending, 8);
+    let keys: Vec<Vec<&str>> =
+        groups.iter().map(|g| g.iter().map(|p| p.key.as_str()).collect()).collect();
+    assert_eq!(keys, vec![vec!["a", "b"], vec!["c"], vec!["d", "e"], vec!["f"]]);
+    assert!(by_size(&[], 8).is_empty());
+}
+
+#[test]
+fn one_round_delivers_every_due_reply_even_beyond_one_batch() {
+    let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+    let store = MemoryStore::new();
+    for i in 0..DELIVERY_BATCH + 1 {
+        queue(&store, i, at);
+    }
+    let transport = MemoryTransport::new();
+    let env = env();
+    let mut daemon = Daemon {
+        store: &store,
+        source: MemorySource::new(),
+        transport: &transport,
+        env: &env,
+        clock: Clock { fixed: Some(at) },
+        shutdown: Shutdown::default(),
+    };
+    let round = daemon.round().expect("round");
+    assert_eq!(round.delivery.sent, DELIVERY_BATCH + 1);
+    assert_eq!(transport.sent().len(), DELIVERY_BATCH + 1);
+    assert_eq!(daemon.round().expect("second round").delivery.sent, 0, "nothing sent twice");
+}
+
+#[test]
+fn a_sigterm_right_after_on_signals_returns_requests_shutdown_instead_of_killing() {
+    let shutdown = Shutdown::default();
+    shutdown.on_signals().expect("handlers installed");
+    // At once, before the handler thread has had any chance to run.
+    let sent = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(std::process::id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !shutdown.requested() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(shutdown.requested(), "SIGTERM did not reach the handler");
+}
+
+#[test]
+fn a_mailbox_outage_does_not_stop_the_daemon() {
+    let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+    let store = MemoryStore::new();
+    let transport = MemoryTransport::new();
+    let env = env();
+    let source = MemorySource::new();
+    source.push(
+        "m1",
+        at,
+        "From: a@leeds.nhs.test\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n",
+    );
+    source.set_offline(true);
+    let shutdown = Shutdown::default();
+    let mut daemon = Daemon {
+        store: &store,
+        source: source.clone(),
+        transport: &transport,
+        env: &env,
+        clock: Clock { fixed: Some(at) },
+        shutdown: shutdown.clone(),
+    };
+    let result = std::thread::scope(|scope| {
+        let running = scope.spawn(move || daemon.run(Duration::from_millis(100)));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!running.is_finished(), "the daemon gave up during the outage");
+        source.set_offline(false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while source.processed().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        shutdown.request();
+        running.join().expect("daemon thread")
+    });
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(source.processed(), ["m1"], "filed once the mailbox was back");
+    assert_eq!(store.message_count().expect("count"), 1);
+}
