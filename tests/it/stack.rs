@@ -12,6 +12,7 @@ mod outage;
 use crate::imap::smtp_send;
 use crate::mailstack::MailStack;
 use crate::pipeline::support::{reply_of, Mail, Reply};
+use crate::pipeline::support::{write_stack_config, Replies, StackConfig};
 use iapt_intake::config::{Auth, Credential, Imap, SecretSource, Tls};
 use iapt_intake::mailbox::imap::ImapSource;
 use iapt_intake::mailbox::MailSource;
@@ -197,68 +198,14 @@ impl Intake {
 /// verified against the stack's CA; the repository's definitions and templates; a registry in
 /// the test's directory.
 fn write_config(stack: &MailStack, dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let intake = stack.account("INTAKE").expect("intake account");
-    let dct = stack.account("DCT").expect("dct account");
-    let content = stack.account("CONTENT").expect("content account");
-    let text = format!(
-        r#"[intake]
-source = "imap"
-poll_interval = "30s"
-
-[imap]
-host = "localhost"
-port = {imap_port}
-tls = "starttls"
-ca_file = "{ca}"
-username = "{user}"
-password_file = "{pw}"
-folder = "INBOX"
-processed_folder = "Processed"
-idle = true
-timeout = "5s"
-
-[outbound]
-transport = "smtp"
-from = "{user}"
-from_name = "IAPT KPI Returns"
-templates = "{root}/config/replies"
-
-[smtp]
-host = "localhost"
-port = {smtp_port}
-tls = "starttls"
-username = "{user}"
-password_file = "{pw}"
-ca_file = "{ca}"
-timeout = "10s"
-
-[store]
-path = "{dir}/var/intake.db"
-blobs = "{dir}/var/blobs"
-
-[collection]
-definitions = "{root}/config/collections"
-organisations = "{orgs}"
-
-[routing]
-data_collection_team = "{dct}"
-content_team = "{content}"
-"#,
-        imap_port = stack.imap_port,
-        smtp_port = stack.smtp_port,
-        ca = stack.ca.display(),
-        user = intake.address,
-        pw = intake.password_file.display(),
-        root = root.display(),
-        dir = dir.display(),
-        orgs = write_registry(stack, dir).display(),
-        dct = dct.address,
-        content = content.address,
-    );
-    let path = dir.join("iapt-intake.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    let config = StackConfig {
+        poll_interval: "30s",
+        imap_timeout: "5s",
+        replies: Replies::Smtp,
+        store: &dir.join("var"),
+        registry: &write_registry(stack, dir),
+    };
+    write_stack_config(stack, dir, &config)
 }
 
 /// The repository's registry with Bradford's submitters moved to the stack's Bradford domain

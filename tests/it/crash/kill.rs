@@ -11,6 +11,7 @@ use super::corpus::{self, Original};
 use super::{assert_store_consistent, log_text, wait_until, Daemon, Rng, StoreView};
 use crate::imap::smtp_send;
 use crate::mailstack::MailStack;
+use crate::pipeline::support::{write_stack_config, Replies, StackConfig};
 use mail_parser::{HeaderValue, MessageParser};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,67 +28,14 @@ const RUNNING: &str = "iapt-intake running";
 
 /// IMAP source and SMTP outbound on the stack, store and registry in `dir`.
 pub fn write_config(stack: &MailStack, dir: &Path, registry: &Path) -> PathBuf {
-    let root = crate::pipeline::support::repo();
-    let intake = stack.account("INTAKE").expect("intake account");
-    let dct = stack.account("DCT").expect("dct account");
-    let content = stack.account("CONTENT").expect("content account");
-    let text = format!(
-        r#"[intake]
-source = "imap"
-poll_interval = "5s"
-
-[imap]
-host = "localhost"
-port = {imap}
-tls = "starttls"
-ca_file = "{ca}"
-username = "{user}"
-password_file = "{pw}"
-folder = "INBOX"
-processed_folder = "Processed"
-idle = true
-timeout = "10s"
-
-[outbound]
-transport = "smtp"
-from = "{user}"
-templates = "{root}/config/replies"
-
-[smtp]
-host = "localhost"
-port = {smtp}
-tls = "starttls"
-username = "{user}"
-password_file = "{pw}"
-ca_file = "{ca}"
-timeout = "10s"
-
-[store]
-path = "{dir}/intake.db"
-blobs = "{dir}/blobs"
-
-[collection]
-definitions = "{root}/config/collections"
-organisations = "{registry}"
-
-[routing]
-data_collection_team = "{dct}"
-content_team = "{content}"
-"#,
-        imap = stack.imap_port,
-        smtp = stack.smtp_port,
-        ca = stack.ca.display(),
-        user = intake.address,
-        pw = intake.password_file.display(),
-        root = root.display(),
-        dir = dir.display(),
-        registry = registry.display(),
-        dct = dct.address,
-        content = content.address,
-    );
-    let path = dir.join("iapt-intake.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    let config = StackConfig {
+        poll_interval: "5s",
+        imap_timeout: "10s",
+        replies: Replies::Smtp,
+        store: dir,
+        registry,
+    };
+    write_stack_config(stack, dir, &config)
 }
 
 /// Where Dovecot keeps `address`'s mailbox (`mail_location = maildir:~/Maildir`).

@@ -4,6 +4,7 @@
 
 use super::{deliver, intake_config, pending_until, processed_view, stack};
 use crate::mailstack::MailStack;
+use crate::pipeline::support::{repo, write_stack_config, Replies, StackConfig};
 use iapt_intake::mailbox::imap::ImapSource;
 use iapt_intake::mailbox::MailSource;
 use std::path::{Path, PathBuf};
@@ -35,53 +36,14 @@ fn leeds_return() -> String {
 
 /// A config with `[imap]` on the stack's intake mailbox and replies written to files.
 fn write_config(stack: &MailStack, dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let intake = stack.account("INTAKE").expect("intake account");
-    let text = format!(
-        r#"[intake]
-source = "imap"
-poll_interval = "30s"
-
-[imap]
-host = "localhost"
-port = {port}
-tls = "starttls"
-ca_file = "{ca}"
-username = "{user}"
-password_file = "{pw}"
-folder = "INBOX"
-processed_folder = "Processed"
-idle = true
-timeout = "5s"
-
-[outbound]
-transport = "file"
-directory = "{dir}/replies"
-from = "intake@example.nhs.test"
-templates = "{root}/config/replies"
-
-[store]
-path = "{dir}/intake.db"
-blobs = "{dir}/blobs"
-
-[collection]
-definitions = "{root}/config/collections"
-organisations = "{root}/config/organisations.csv"
-
-[routing]
-data_collection_team = "dct@example.nhs.test"
-content_team = "content@example.nhs.test"
-"#,
-        port = stack.imap_port,
-        ca = stack.ca.display(),
-        user = intake.address,
-        pw = intake.password_file.display(),
-        dir = dir.display(),
-        root = root.display(),
-    );
-    let path = dir.join("iapt-intake.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    let config = StackConfig {
+        poll_interval: "30s",
+        imap_timeout: "5s",
+        replies: Replies::Files,
+        store: dir,
+        registry: &repo().join("config/organisations.csv"),
+    };
+    write_stack_config(stack, dir, &config)
 }
 
 /// The reply messages the file transport wrote (each `.eml` has a `.json` envelope beside it).

@@ -6,9 +6,11 @@
 //! Owns test scaffolding only: it never decides what a correct answer is.
 
 pub mod mail;
+pub mod stack_config;
 pub mod workbook;
 
 pub use mail::{reply_of, Mail, Reply};
+pub use stack_config::{write_stack_config, Replies, StackConfig};
 pub use workbook::{value_cell, ReturnBook, Val};
 
 use chrono::{DateTime, Utc};
