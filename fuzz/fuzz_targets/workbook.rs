@@ -4,6 +4,8 @@
 //! the file. Reading never panics, and a file that cannot be read is never valid.
 #![no_main]
 
+#[path = "file_name.rs"]
+mod file_name;
 #[path = "shared.rs"]
 #[allow(dead_code)]
 mod shared;
@@ -17,22 +19,11 @@ use std::sync::OnceLock;
 
 static REAL: OnceLock<shared::Real> = OnceLock::new();
 
-/// Kept in step with `fuzz_file_name` in tests/it/hostile.rs, which replays crash inputs.
-const NAMES: [&str; 8] = [
-    "return.xlsx",
-    "return.xlsm",
-    "return.xls",
-    "return.xlsb",
-    "return.ods",
-    "return.csv",
-    "return",
-    "return.pdf",
-];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, bytes)) = data.split_first() else { return };
     let real = REAL.get_or_init(shared::load);
-    let file_name = NAMES[usize::from(first) % NAMES.len()];
+    let file_name = file_name::fuzz_file_name(first);
     let now: DateTime<Utc> = DateTime::from_timestamp(1_311_152_400, 0).expect("2011-07-20");
     let book = read(bytes, file_name, &Limits::default());
     let report = validate(&Input {

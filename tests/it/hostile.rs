@@ -230,18 +230,7 @@ fn inputs_that_crashed_the_fuzzers_are_handled() {
     eprintln!("replayed {replayed} fuzz crash inputs");
 }
 
-/// The file name the workbook fuzz target gives its input, chosen by the first byte; kept in
-/// step with `fuzz/fuzz_targets/workbook.rs`.
-fn fuzz_file_name(first: u8) -> &'static str {
-    const NAMES: [&str; 8] = [
-        "return.xlsx",
-        "return.xlsm",
-        "return.xls",
-        "return.xlsb",
-        "return.ods",
-        "return.csv",
-        "return",
-        "return.pdf",
-    ];
-    NAMES[usize::from(first) % NAMES.len()]
-}
+/// The file name the workbook fuzz target gives its input (one definition for both).
+#[path = "../../fuzz/fuzz_targets/file_name.rs"]
+mod fuzz_names;
+use fuzz_names::fuzz_file_name;
