@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 pub mod build;
 pub mod file;
+pub mod gate;
 pub mod memory;
 pub mod sender;
 pub mod sendmail;
@@ -16,8 +17,9 @@ pub mod smtp;
 
 pub use build::{smtp_settings, transport_from_config, transport_with_tokens};
 pub use file::FileTransport;
+pub use gate::Gate;
 pub use memory::{MemoryOutbox, MemoryTransport, OutboxState};
-pub use sender::{backoff, deliver_due, deliver_due_with, DeliveryStats};
+pub use sender::{backoff, deliver_due, deliver_due_gated, deliver_due_with, DeliveryStats};
 pub use sendmail::SendmailTransport;
 pub use smtp::{AuthMechanism, Secret, SmtpSettings, SmtpTls, SmtpTransport};
 

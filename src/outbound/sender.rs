@@ -4,6 +4,7 @@
 //! clock from its caller and the queue through the `Outbox` port, so it runs the same against
 //! SQLite and in memory.
 
+use super::gate::Gate;
 use super::{Outbox, OutboxItem, Transport};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct DeliveryStats {
     pub failed: usize,
     /// Not tried this round because the relay looked down; still due.
     pub deferred: usize,
+    /// Not tried because the gate closed (filing needed the store); still due.
+    pub paused: usize,
 }
 
 impl DeliveryStats {
@@ -38,6 +41,7 @@ impl DeliveryStats {
         self.retried += other.retried;
         self.failed += other.failed;
         self.deferred += other.deferred;
+        self.paused += other.paused;
     }
 }
 
@@ -65,16 +69,34 @@ pub fn deliver_due_with<O: Outbox + Sync, T: Transport + ?Sized>(
     limit: usize,
     workers: usize,
 ) -> Result<DeliveryStats, O::Error> {
-    let due = outbox.due(now, limit)?;
+    deliver_due_gated(outbox, transport, now, limit, workers, &Gate::new())
+}
+
+/// As [`deliver_due_with`], passing `gate` for reading the outbox and for each reply (see
+/// [`Gate`]): once the gate closes, every worker stops after recording the reply in hand, and
+/// the replies not tried are counted as `paused` and stay due. Nothing is read while it is
+/// closed.
+pub fn deliver_due_gated<O: Outbox + Sync, T: Transport + ?Sized>(
+    outbox: &O,
+    transport: &T,
+    now: DateTime<Utc>,
+    limit: usize,
+    workers: usize,
+    gate: &Gate,
+) -> Result<DeliveryStats, O::Error> {
+    let due = match gate.enter() {
+        Some(_pass) => outbox.due(now, limit)?,
+        None => return Ok(DeliveryStats::default()),
+    };
     let workers = workers.clamp(1, due.len().max(1));
     if workers == 1 {
-        return deliver(outbox, transport, now, due.iter());
+        return deliver(outbox, transport, now, due.iter(), gate);
     }
     let results: Vec<Result<DeliveryStats, O::Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let share = due.iter().skip(w).step_by(workers);
-                scope.spawn(move || deliver(outbox, transport, now, share))
+                scope.spawn(move || deliver(outbox, transport, now, share, gate))
             })
             .collect();
         handles
@@ -95,11 +117,17 @@ fn deliver<'a, O: Outbox, T: Transport + ?Sized>(
     transport: &T,
     now: DateTime<Utc>,
     items: impl ExactSizeIterator<Item = &'a OutboxItem>,
+    gate: &Gate,
 ) -> Result<DeliveryStats, O::Error> {
     let mut stats = DeliveryStats::default();
     let mut failing = 0;
     let count = items.len();
     for (n, item) in items.enumerate() {
+        // Held from the send to the store write that records its outcome.
+        let Some(_pass) = gate.enter() else {
+            stats.paused = count - n;
+            break;
+        };
         if failing >= DOWN_AFTER {
             stats.deferred = count - n;
             tracing::warn!(
@@ -205,6 +233,60 @@ mod tests {
         assert_eq!(again.sent, 0, "nothing due after a full round");
     }
 
+    /// Filing closes the gate in the middle of a round: the sends in hand finish, none starts
+    /// until it reopens, and in the end every reply went out exactly once.
+    #[test]
+    fn a_closed_gate_pauses_delivery_between_replies_and_loses_none() {
+        use std::sync::Mutex;
+        use std::time::{Duration, Instant};
+        struct Slow {
+            inner: MemoryTransport,
+            starts: Mutex<Vec<Instant>>,
+        }
+        impl Transport for Slow {
+            fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
+                self.starts.lock().expect("lock").push(Instant::now());
+                std::thread::sleep(Duration::from_millis(2));
+                self.inner.send(item)
+            }
+        }
+        let outbox = MemoryOutbox::new();
+        for n in 0..60 {
+            outbox.queue(&format!("r{n}@t"), "f@t.test", &["a@t.test"], b"x");
+        }
+        let relay = Slow { inner: MemoryTransport::new(), starts: Mutex::new(Vec::new()) };
+        let gate = Gate::new();
+        let (first, shut) = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| deliver_due_gated(&outbox, &relay, now(), 100, 2, &gate));
+            while relay.starts.lock().expect("lock").len() < 4 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let closed = gate.close();
+            let shut = (Instant::now(), {
+                std::thread::sleep(Duration::from_millis(30));
+                Instant::now()
+            });
+            drop(closed);
+            (worker.join().expect("worker").expect("round"), shut)
+        });
+        assert!(first.paused > 0 && first.sent > 0, "closed mid-round: {first:?}");
+        assert_eq!(first.sent + first.paused, 60);
+        let during = relay
+            .starts
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|t| **t > shut.0 && **t < shut.1)
+            .count();
+        assert_eq!(during, 0, "a send started while the gate was closed");
+        let rest = deliver_due_gated(&outbox, &relay, now(), 100, 2, &gate).expect("second");
+        assert_eq!(rest.sent, first.paused);
+        let mut ids: Vec<String> = relay.inner.sent().into_iter().map(|i| i.message_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 60, "each reply sent once");
+    }
+
     #[test]
     fn relay_down_defers_the_rest_of_the_round() {
         let outbox = MemoryOutbox::new();
@@ -214,7 +296,8 @@ mod tests {
         let relay = MemoryTransport::new();
         relay.fail_always(Some(SendError::transient("connection refused")));
         let stats = deliver_due(&outbox, &relay, now(), 100).expect("round");
-        assert_eq!(stats, DeliveryStats { sent: 0, retried: DOWN_AFTER, failed: 0, deferred: 7 });
+        let want = DeliveryStats { retried: DOWN_AFTER, deferred: 7, ..DeliveryStats::default() };
+        assert_eq!(stats, want);
         assert_eq!(relay.attempts(), DOWN_AFTER);
         let untouched = OutboxState::Queued { retry_at: None, last_error: None };
         assert_eq!(outbox.state(ids[9]), Some(untouched));
