@@ -100,6 +100,10 @@ pub struct Prepared {
     class: Classification,
     /// Each return attachment as read, by attachment index.
     reads: HashMap<usize, Result<Workbook, ReadError>>,
+    /// Blobs already written by [`stage_blobs`]: the raw message's, and each return
+    /// attachment's hash by attachment index.
+    raw_staged: bool,
+    staged: HashMap<usize, String>,
 }
 
 /// Prepare one message (see [`Prepared`]).
@@ -124,7 +128,25 @@ pub fn prepare(env: &Env, raw: &[u8]) -> Prepared {
             }
         }
     }
-    Prepared { sha, too_large, inbound, class, reads }
+    Prepared { sha, too_large, inbound, class, reads, raw_staged: false, staged: HashMap::new() }
+}
+
+/// Write the blobs a prepared message will be filed with (the raw message and each return
+/// attachment) ahead of its filing, with [`Store::stage_blob`]. A blob that cannot be written
+/// here is simply written again by the filing, which reports the trouble where it matters.
+pub fn stage_blobs<S: Store + ?Sized>(store: &S, prepared: &mut Prepared, raw: &[u8]) {
+    prepared.raw_staged = store.stage_blob(raw).is_ok();
+    if let (Classification::Submission { attachments, .. }, false) =
+        (&prepared.class, prepared.too_large)
+    {
+        for &i in attachments {
+            if let Some(att) = prepared.inbound.attachments.get(i) {
+                if let Ok(sha) = store.stage_blob(&att.bytes) {
+                    prepared.staged.insert(i, sha);
+                }
+            }
+        }
+    }
 }
 
 /// Process one message. `now` stamps the filing and the replies; `msg.received_at` judges windows.
@@ -145,11 +167,13 @@ pub fn process_prepared<S: Store + ?Sized>(
     prepared: Prepared,
     now: DateTime<Utc>,
 ) -> Result<Processed, PipelineError> {
-    let Prepared { sha, too_large, inbound, class, mut reads } = prepared;
+    let Prepared { sha, too_large, inbound, class, mut reads, raw_staged, mut staged } = prepared;
     if let Some(existing) = store.find_duplicate(inbound.message_id.as_deref(), &sha)? {
         return Ok(Processed::duplicate(msg.source_key, &inbound, existing));
     }
-    store.put_blob(msg.raw)?;
+    if !raw_staged {
+        store.put_blob(msg.raw)?;
+    }
     let mut plan = match &class {
         Classification::Automatic { bounce_of, .. } => {
             let mut p =
@@ -174,7 +198,7 @@ pub fn process_prepared<S: Store + ?Sized>(
                 Returns::message_too_large(env, org, msg.raw.len() as u64)
             } else {
                 let ctx = submission::Attached { inbound: &inbound, attachments, unreadable };
-                Returns::validate(store, env, org, ctx, &mut reads, msg)?
+                Returns::validate(store, env, org, ctx, &mut reads, &mut staged, msg)?
             };
             submission(org, returns)
         }

@@ -42,13 +42,15 @@ pub(super) struct Returns {
 
 impl Returns {
     /// Validate each return attachment (as already read by `prepare`, in `reads`; one not
-    /// read there is read now) against the organisation's history.
+    /// read there is read now) against the organisation's history. An attachment whose blob
+    /// is not already written (its hash in `staged`) is stored now.
     pub fn validate<S: Store + ?Sized>(
         store: &S,
         env: &Env,
         org: &str,
         attached: Attached<'_>,
         reads: &mut HashMap<usize, Result<Workbook, ReadError>>,
+        staged: &mut HashMap<usize, String>,
         msg: Incoming<'_>,
     ) -> Result<Returns, PipelineError> {
         let Attached { inbound, attachments, unreadable } = attached;
@@ -56,7 +58,10 @@ impl Returns {
         let mut out = Returns::default();
         for &i in attachments {
             let Some(att) = inbound.attachments.get(i) else { continue };
-            let sha = store.put_blob(&att.bytes)?;
+            let sha = match staged.remove(&i) {
+                Some(sha) => sha,
+                None => store.put_blob(&att.bytes)?,
+            };
             let read = reads.remove(&i).unwrap_or_else(|| {
                 read_with_timeout(
                     att.bytes.clone(),

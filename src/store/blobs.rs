@@ -54,6 +54,17 @@ impl Blobs {
     /// Stores `bytes` durably and returns their hash. Storing bytes that are already there does
     /// not rewrite them (unless the stored file has the wrong length, i.e. was damaged).
     pub fn put(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        self.write(bytes, !self.deferred.load(Ordering::SeqCst))
+    }
+
+    /// Writes `bytes` ahead of the filing that will name them, without waiting for the disk:
+    /// they become durable at the next [`Blobs::flush`], which a batch runs before its commit.
+    /// Until then nothing refers to them, so a crash leaves at most an unnamed blob.
+    pub fn stage(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        self.write(bytes, false)
+    }
+
+    fn write(&self, bytes: &[u8], sync: bool) -> Result<String, StoreError> {
         let hash = sha256_hex(bytes);
         let path = self.path(&hash)?;
         match fs::metadata(&path) {
@@ -68,14 +79,13 @@ impl Blobs {
         fs::create_dir_all(sub).map_err(|e| StoreError::io("create", sub, e))?;
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = sub.join(format!(".tmp-{}-{}-{n}", &hash[2..10], std::process::id()));
-        let deferred = self.deferred.load(Ordering::SeqCst);
-        let written = write_file(&tmp, bytes, !deferred)
+        let written = write_file(&tmp, bytes, sync)
             .and_then(|()| fs::rename(&tmp, &path).map_err(|e| StoreError::io("rename", &path, e)));
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp); // best effort: the error that matters is `e`
             return Err(e);
         }
-        if !deferred {
+        if sync {
             sync_dir(sub)?;
         }
         Ok(hash)
@@ -158,6 +168,17 @@ mod tests {
         fs::write(blobs.path(&hash).expect("path"), b"KPI1").expect("truncate");
         blobs.put(b"KPI1,68653").expect("put again");
         assert_eq!(blobs.get(&hash).expect("get"), b"KPI1,68653");
+    }
+
+    #[test]
+    fn a_staged_blob_is_kept_under_its_hash_like_a_put_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path()).expect("open");
+        let hash = blobs.stage(b"KPI3a,8123").expect("stage");
+        assert_eq!(hash, sha256_hex(b"KPI3a,8123"));
+        assert_eq!(blobs.get(&hash).expect("get"), b"KPI3a,8123");
+        assert_eq!(blobs.put(b"KPI3a,8123").expect("put the same"), hash);
+        blobs.flush().expect("made durable by the flush a batch runs before its commit");
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub trait Store: Outbox<Error = StoreError> + Send + Sync {
     /// Keeps `bytes` durably (before filing refers to them) and returns their SHA-256.
     fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError>;
 
+    /// Writes `bytes` ahead of a batch (see [`Store::begin_batch`]) that will name them; they
+    /// are durable once that batch commits. Lets blobs be written beside the filing rather than
+    /// inside it. By default the same as [`Store::put_blob`].
+    fn stage_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        self.put_blob(bytes)
+    }
+
     /// The bytes stored under `sha256`, verified.
     fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError>;
 

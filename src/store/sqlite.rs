@@ -61,6 +61,11 @@ impl SqliteStore {
         &self.blobs
     }
 
+    /// A group commit is open (between `begin_batch` and its commit or rollback).
+    pub fn in_batch(&self) -> bool {
+        self.in_batch.load(Ordering::SeqCst)
+    }
+
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
@@ -170,6 +175,10 @@ impl Store for SqliteStore {
 
     fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
         self.blobs.put(bytes)
+    }
+
+    fn stage_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        self.blobs.stage(bytes)
     }
 
     fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
