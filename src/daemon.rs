@@ -3,12 +3,12 @@
 //! stops intake, the message in hand finishes, then the loop returns (STYLE habit 5).
 
 use crate::mailbox::{MailSource, Pending, SourceError};
-use crate::outbound::{deliver_due_with, DeliveryStats, Transport};
+use crate::outbound::{deliver_due_gated, deliver_due_with, DeliveryStats, Gate, Transport};
 use crate::pipeline::{self, Env, Incoming, Processed};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Messages filed per group commit. Large enough that the flush is shared by many, small enough
@@ -105,46 +105,138 @@ pub struct Daemon<'a, S: Store, M: MailSource, T: Transport + ?Sized> {
     pub shutdown: Shutdown,
 }
 
-impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
+impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
     /// Process everything waiting now, then deliver due replies. Messages are filed in batches
     /// (group commit: one flush for many filings), and a batch leaves the mailbox only once its
     /// commit has returned — so a crash at any point leaves every unfiled message in the inbox.
+    ///
+    /// Replies go out while the next batch is fetched and prepared: a delivery thread works
+    /// whenever no filing is open, and stops between two replies when one begins (see
+    /// [`Gate`]), so a reply is still recorded the moment the relay accepts it.
     pub fn round(&mut self) -> Result<Round, DaemonError> {
         let mut round = Round::default();
         let pending = self.source.pending()?;
-        let mut chunks = pending.chunks(FILING_BATCH);
-        for chunk in chunks.by_ref() {
-            if self.shutdown.requested() {
-                round.deferred += chunk.len();
-                continue;
-            }
-            if !self.batch(chunk, &mut round)? {
-                break; // store trouble: leave the rest for a later round
-            }
-            // Answer each committed batch before filing the next, so the first replies of a
-            // burst go out in seconds rather than after the whole burst.
-            let sent = self.deliver()?;
-            round.delivery.add(sent);
+        if pending.is_empty() {
+            round.delivery = self.deliver()?;
+            return Ok(round);
         }
-        round.deferred += chunks.map(<[_]>::len).sum::<usize>();
+        let (store, transport, clock) = (self.store, self.transport, self.clock);
+        let shutdown = self.shutdown.clone();
+        let gate = Gate::new();
+        let kick = Kick::default();
+        let worked = std::thread::scope(|scope| {
+            let worker =
+                std::thread::Builder::new().name("delivery".into()).spawn_scoped(scope, || {
+                    deliver_while_filing(store, transport, clock, &gate, &kick, &shutdown)
+                });
+            let filed = self.file_all(scope, &pending, &mut round, &gate, &kick);
+            kick.stop();
+            let delivered = match worker {
+                Ok(handle) => {
+                    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                }
+                Err(e) => {
+                    // No thread to spare: every reply still goes out below, after the filing.
+                    tracing::warn!("delivering after filing instead of beside it: {e}");
+                    Ok(DeliveryStats::default())
+                }
+            };
+            filed.map(|()| delivered)
+        })?;
+        round.delivery.add(worked?);
         let sent = self.deliver()?;
         round.delivery.add(sent);
         Ok(round)
     }
 
+    /// File every pending message, batch after batch, waking the delivery thread after each
+    /// commit.
+    ///
+    /// One batch ahead: before a batch is filed, the first group of the next is fetched and
+    /// handed to a thread of `scope` to prepare (parse, read, write its blobs) while this one
+    /// is filed, committed and moved. Nothing of the next batch is filed before its turn, so a
+    /// crash still leaves it whole in the inbox.
+    fn file_all<'scope>(
+        &mut self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        pending: &[Pending],
+        round: &mut Round,
+        gate: &Gate,
+        kick: &Kick,
+    ) -> Result<(), DaemonError>
+    where
+        'a: 'scope,
+    {
+        let chunks: Vec<&[Pending]> = pending.chunks(FILING_BATCH).collect();
+        let mut ahead: Option<std::thread::ScopedJoinHandle<'scope, Ready>> = None;
+        let mut left = chunks.len();
+        for (i, &chunk) in chunks.iter().enumerate() {
+            if self.shutdown.requested() {
+                round.deferred += chunks[i..].iter().map(|c| c.len()).sum::<usize>();
+                left = 0;
+                break;
+            }
+            let first = match ahead.take() {
+                Some(handle) => {
+                    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                }
+                None => self.fetch_and_prepare(first_group(chunk)),
+            };
+            if let Some(&next) = chunks.get(i + 1) {
+                let keys: Vec<String> = first_group(next).iter().map(|p| p.key.clone()).collect();
+                let fetched = self.source.fetch_many(&keys);
+                let (store, env) = (self.store, self.env);
+                let spawned = std::thread::Builder::new().name("prepare".into()).spawn_scoped(
+                    scope,
+                    move || {
+                        let prepared = prepare_all(store, env, &fetched);
+                        (fetched, prepared)
+                    },
+                );
+                // No thread to spare: the next batch is prepared in its turn instead.
+                ahead = spawned.ok();
+            }
+            left -= 1;
+            let filed = self.batch(chunk, first, round, gate);
+            // Answer each committed batch while the next is fetched, so the first replies of a
+            // burst go out in seconds rather than after the whole burst.
+            kick.kick();
+            if !filed? {
+                break; // store trouble: leave the rest for a later round
+            }
+        }
+        round.deferred += chunks[chunks.len() - left..].iter().map(|c| c.len()).sum::<usize>();
+        Ok(())
+    }
+
     /// File one batch and move it out of the mailbox. `Ok(false)` when the store is in trouble
     /// (nothing of the batch was filed; it stays in the mailbox).
-    fn batch(&mut self, chunk: &[Pending], round: &mut Round) -> Result<bool, DaemonError> {
+    ///
+    /// `first` is the first group of the batch, fetched and prepared before the filing began
+    /// (see [`Daemon::file_all`]); any further group is fetched and prepared inside the filing.
+    /// `gate` is closed from the start of the filing until it is committed or abandoned.
+    fn batch(
+        &mut self,
+        chunk: &[Pending],
+        first: Ready,
+        round: &mut Round,
+        gate: &Gate,
+    ) -> Result<bool, DaemonError> {
+        let groups = by_size(chunk, FETCH_BYTES);
+        let mut first = Some(first);
+        let closed = gate.close();
         if let Err(e) = self.store.begin_batch() {
             tracing::warn!("cannot start filing, messages left in the inbox: {e}");
             round.deferred += chunk.len();
             return if e.is_transient() { Ok(false) } else { Err(e.into()) };
         }
         let mut done: Vec<Processed> = Vec::with_capacity(chunk.len());
-        for group in by_size(chunk, FETCH_BYTES) {
-            let keys: Vec<String> = group.iter().map(|p| p.key.clone()).collect();
-            let fetched = self.source.fetch_many(&keys);
-            let mut prepared = prepare_all(self.env, &fetched).into_iter();
+        for group in groups {
+            let (fetched, prepared) = match first.take() {
+                Some(ready) => ready,
+                None => self.fetch_and_prepare(group),
+            };
+            let mut prepared = prepared.into_iter();
             for (p, (_, fetched)) in group.iter().zip(fetched) {
                 let prepared = prepared.next().flatten();
                 let raw = match fetched {
@@ -194,6 +286,7 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
             round.deferred += done.len();
             return if e.is_transient() { Ok(false) } else { Err(e.into()) };
         }
+        drop(closed); // filed: replies may go out while the batch is moved out of the inbox
         let keys: Vec<String> = done.iter().map(|p| p.source_key.clone()).collect();
         for (key, e) in self.source.mark_processed_many(&keys) {
             if !matches!(e, SourceError::Gone { .. }) {
@@ -205,6 +298,15 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
         }
         round.processed.extend(done);
         Ok(true)
+    }
+
+    /// Fetch a group of messages in one round trip and prepare them (parse, classify, read
+    /// attachments) off this thread.
+    fn fetch_and_prepare(&mut self, group: &[Pending]) -> Ready {
+        let keys: Vec<String> = group.iter().map(|p| p.key.clone()).collect();
+        let fetched = self.source.fetch_many(&keys);
+        let prepared = prepare_all(self.store, self.env, &fetched);
+        (fetched, prepared)
     }
 
     /// Deliver everything due, batch after batch, until a batch comes back short (all sent) or
@@ -288,18 +390,110 @@ impl<S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'_, S, M, T> {
     }
 }
 
-/// Threads that prepare messages (parse, classify, read attachments) while the batch is filed
-/// in order afterwards.
+/// Messages as fetched: each key with its bytes or why they could not be had.
+type Fetched = Vec<(String, Result<Vec<u8>, SourceError>)>;
+
+/// A group fetched and prepared, ready to be filed.
+type Ready = (Fetched, Vec<Option<pipeline::Prepared>>);
+
+/// The messages of `chunk` fetched together first (see [`by_size`]).
+fn first_group(chunk: &[Pending]) -> &[Pending] {
+    by_size(chunk, FETCH_BYTES).first().copied().unwrap_or(chunk)
+}
+
+/// Wakes the delivery thread after each commit, and tells it when the filing is over.
+#[derive(Debug, Default)]
+struct Kick {
+    state: Mutex<KickState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct KickState {
+    kicked: bool,
+    stopped: bool,
+}
+
+impl Kick {
+    fn kick(&self) {
+        self.lock().kicked = true;
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
+    }
+
+    /// Wait for a kick; `false` once stopped.
+    fn wait(&self) -> bool {
+        let mut s = self.lock();
+        while !s.kicked && !s.stopped {
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        s.kicked = false;
+        !s.stopped
+    }
+
+    fn lock(&self) -> MutexGuard<'_, KickState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The delivery thread of a round: after each kick, deliver what is due until nothing is, the
+/// gate closes, the relay looks down or shutdown is asked for; then wait for the next kick.
+/// Whatever it leaves is delivered by the round itself once the filing is over.
+fn deliver_while_filing<S: Store, T: Transport + ?Sized>(
+    store: &S,
+    transport: &T,
+    clock: Clock,
+    gate: &Gate,
+    kick: &Kick,
+    shutdown: &Shutdown,
+) -> Result<DeliveryStats, crate::store::StoreError> {
+    let mut total = DeliveryStats::default();
+    while kick.wait() {
+        loop {
+            let s = deliver_due_gated(
+                store,
+                transport,
+                clock.now(),
+                DELIVERY_BATCH,
+                DELIVERY_WORKERS,
+                gate,
+            )?;
+            total.add(s);
+            let handled = s.sent + s.retried + s.failed;
+            if s.paused > 0
+                || handled < DELIVERY_BATCH
+                || s.deferred > 0
+                || s.sent == 0
+                || shutdown.requested()
+            {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Threads that prepare messages (parse, classify, read attachments, write blobs); the batch
+/// is filed in order afterwards.
 const PREPARE_THREADS: usize = 2;
 
-/// Prepare every fetched message of a group, on up to [`PREPARE_THREADS`] threads; `None` for
-/// one that could not be fetched. The order is kept.
-fn prepare_all(
+/// Prepare every fetched message of a group and stage its blobs, on up to [`PREPARE_THREADS`]
+/// threads; `None` for one that could not be fetched. The order is kept.
+fn prepare_all<S: Store>(
+    store: &S,
     env: &Env,
     fetched: &[(String, Result<Vec<u8>, SourceError>)],
 ) -> Vec<Option<pipeline::Prepared>> {
     let one = |f: &(String, Result<Vec<u8>, SourceError>)| {
-        f.1.as_ref().ok().map(|raw| pipeline::prepare(env, raw))
+        f.1.as_ref().ok().map(|raw| {
+            let mut prepared = pipeline::prepare(env, raw);
+            pipeline::stage_blobs(store, &mut prepared, raw);
+            prepared
+        })
     };
     if fetched.len() < 2 {
         return fetched.iter().map(one).collect();

@@ -137,3 +137,68 @@ fn a_mailbox_outage_does_not_stop_the_daemon() {
     assert_eq!(source.processed(), ["m1"], "filed once the mailbox was back");
     assert_eq!(store.message_count().expect("count"), 1);
 }
+
+/// Replies go out beside the filing, never during it: on a real SQLite store, over several
+/// batches, no send starts while a batch is open, and every message is filed and answered
+/// exactly once.
+#[test]
+fn no_reply_is_sent_while_a_batch_is_being_filed() {
+    use crate::store::SqliteStore;
+    use std::sync::atomic::AtomicUsize;
+    struct Watching<'s> {
+        store: &'s SqliteStore,
+        inner: MemoryTransport,
+        during_filing: AtomicUsize,
+    }
+    impl Transport for Watching<'_> {
+        fn send(
+            &self,
+            item: &crate::outbound::OutboxItem,
+        ) -> Result<(), crate::outbound::SendError> {
+            if self.store.in_batch() {
+                self.during_filing.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_micros(300)); // a relay's round trip
+            self.inner.send(item)
+        }
+    }
+    let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        SqliteStore::open(dir.path().join("db.sqlite"), dir.path().join("blobs")).expect("store");
+    let count = FILING_BATCH * 3 + 7;
+    let source = MemorySource::new();
+    for i in 0..count {
+        // No IAPT in the subject: each sender gets the subject-line guidance, once.
+        let raw = format!(
+            "From: analyst{i}@leeds.nhs.test\r\nTo: iapt.returns@example.nhs.test\r\n\
+             Subject: our figures {i}\r\nMessage-ID: <m{i}@leeds.nhs.test>\r\n\r\nHello.\r\n"
+        );
+        source.push(&format!("m{i:03}"), at, raw);
+    }
+    let transport = Watching {
+        store: &store,
+        inner: MemoryTransport::new(),
+        during_filing: AtomicUsize::new(0),
+    };
+    let env = env();
+    let mut daemon = Daemon {
+        store: &store,
+        source: source.clone(),
+        transport: &transport,
+        env: &env,
+        clock: Clock { fixed: Some(at) },
+        shutdown: Shutdown::default(),
+    };
+    let round = daemon.round().expect("round");
+    assert_eq!(round.processed.len(), count);
+    assert_eq!(source.processed().len(), count, "every message moved out");
+    assert_eq!(transport.during_filing.load(Ordering::SeqCst), 0, "a reply went out mid-filing");
+    let mut ids: Vec<String> = transport.inner.sent().into_iter().map(|i| i.message_id).collect();
+    assert_eq!(ids.len(), count, "one reply each");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "no reply sent twice");
+    assert_eq!(round.delivery.sent, count);
+    assert_eq!(daemon.round().expect("second round").delivery.sent, 0);
+}
