@@ -116,6 +116,27 @@ def load_messages(eml_dir, registry_csv, count):
     return out
 
 
+def open_provider_mailboxes(env, registry_csv, timeout=120):
+    """Deliver one short message to every provider account in the registry and wait until all
+    have arrived: Dovecot creates a mailbox (Maildir and index files) on its first delivery, and
+    that one-off cost must not fall on whichever contender happens to answer first."""
+    accounts = sorted({a for row in registry_senders(registry_csv) for a in row if a})
+    before = reply_files(env)
+    conn = smtp_connect(env)
+    for n, account in enumerate(accounts):
+        raw = (
+            f"From: <bench@{LOAD_DOMAIN}>\r\nTo: <{account}>\r\n"
+            f"Subject: mailbox opened for the bench\r\nMessage-ID: <open.{n}.{time.time()}@bench>\r\n"
+            f"\r\nThis mailbox receives the bench's replies.\r\n"
+        ).encode()
+        conn.sendmail(f"bench@{LOAD_DOMAIN}", [account], raw)
+    conn.quit()
+    got, _, _ = wait_replies(env, before, len(accounts), timeout)
+    if got < len(accounts):
+        raise SystemExit(f"only {got} of {len(accounts)} provider mailboxes opened")
+    return len(accounts)
+
+
 def message_id(raw):
     m = re.search(rb"^Message-ID:\s*(<[^>]+>)", raw, re.I | re.M)
     return m.group(1).decode() if m else None

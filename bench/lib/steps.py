@@ -1,7 +1,8 @@
 """The steps of bench/run that talk to the mail stack, one subcommand each:
 
-  load      send the generated submissions to the intake mailbox through Postfix, wait until
-            Dovecot holds them all, keep a copy for reloading
+  load      open every provider's mailbox with one message, send the generated submissions to
+            the intake mailbox through Postfix, wait until Dovecot holds them all, keep a copy
+            for reloading
   reload    put the same messages back into the intake INBOX for the next contender
   snapshot  note which messages the providers' mailboxes hold now
   wait      wait for N new replies in the providers' mailboxes; time from a given start to the
@@ -30,6 +31,8 @@ def cmd_load(a):
     bk.ensure_folder(conn, "INBOX")
     bk.empty_folder(conn, "INBOX")
     conn.logout()
+    opened = bk.open_provider_mailboxes(env, a.registry)
+    print(f"opened {opened} provider mailboxes (one message each)")
     start = time.time()
     accepted = bk.inject(env, messages, a.connections)
     smtp_done = time.time()
