@@ -4,6 +4,7 @@
             the intake mailbox through Postfix, wait until Dovecot holds them all, keep a copy
             for reloading
   reload    put the same messages back into the intake INBOX for the next contender
+  median    each contender's median trial as its figure (name.json), every trial kept
   snapshot  note which messages the providers' mailboxes hold now
   wait      wait for N new replies in the providers' mailboxes; time from a given start to the
             last delivery
@@ -57,6 +58,39 @@ def cmd_reload(a):
     n = bk.reload_inbox(bk.stack_env())
     if n != a.count:
         raise SystemExit(f"reload put {n} messages in INBOX, expected {a.count}")
+
+
+def cmd_median(a):
+    """daemon.json, baseline.json and floor.json from trials name.1.json ... name.T.json: the
+    trial with the median messages per second (the lower middle one for an even count), with
+    every trial's figure listed; the daemon's peak RSS is the highest of any trial."""
+    for name in ("daemon", "baseline", "floor"):
+        trials = []
+        for t in range(1, a.trials + 1):
+            try:
+                trials.append(bk.read_json(os.path.join(a.work, f"{name}.{t}.json")))
+            except FileNotFoundError:
+                pass
+        if not trials:
+            continue
+
+        def speed(fig):
+            return fig.get("per_second") if fig.get("complete") else 0.0
+
+        ordered = sorted(trials, key=speed)
+        chosen = dict(ordered[(len(ordered) - 1) // 2])
+        chosen["trials_per_second"] = [speed(f) for f in trials]
+        bk.write_json(os.path.join(a.work, f"{name}.json"), chosen)
+    peaks = []
+    for t in range(1, a.trials + 1):
+        try:
+            text = open(os.path.join(a.work, f"daemon.{t}.rss_kb")).read().strip()
+            peaks.append(int(text))
+        except (FileNotFoundError, ValueError):
+            pass
+    if peaks:
+        with open(os.path.join(a.work, "daemon.rss_kb"), "w") as f:
+            f.write(f"{max(peaks)}\n")
 
 
 def cmd_snapshot(a):
@@ -207,6 +241,9 @@ def main():
     s.add_argument("--out", required=True)
     s = sub.add_parser("reload")
     s.add_argument("--count", type=int, required=True)
+    s = sub.add_parser("median")
+    s.add_argument("--work", required=True)
+    s.add_argument("--trials", type=int, required=True)
     s = sub.add_parser("snapshot")
     s.add_argument("--out", required=True)
     s = sub.add_parser("wait")

@@ -84,9 +84,11 @@ def row(name, fig):
         return f"  {name:<26} not measured"
     if not fig.get("complete"):
         return f"  {name:<26} INCOMPLETE: {fig.get('replies')} of {fig.get('messages')} replies"
+    trials = fig.get("trials_per_second")
+    each = f"; trials {', '.join(f'{x:.1f}' for x in trials)}" if trials and len(trials) > 1 else ""
     return (
         f"  {name:<26} {fig['per_second']:>8.1f} messages/s"
-        f"   ({fig['messages']} in {fig['seconds']:.2f} s to the last reply delivered)"
+        f"   ({fig['messages']} in {fig['seconds']:.2f} s to the last reply delivered{each})"
     )
 
 
