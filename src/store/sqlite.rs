@@ -42,6 +42,8 @@ impl SqliteStore {
         }
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Filing and delivery run the same few statements for every message: parse each once.
+        conn.set_prepared_statement_cache_capacity(64);
         let mode = wal_mode(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Data(format!("journal_mode is {mode}, WAL was asked for")));
@@ -150,7 +152,7 @@ pub(super) fn find_duplicate(
 ) -> Result<Option<MessageRef>, StoreError> {
     let message_id = message_id.and_then(norm_message_id);
     let sql = format!("{MESSAGE_REF} WHERE sha256 = ?1 OR message_id = ?2 ORDER BY id LIMIT 1");
-    Ok(conn.query_row(&sql, params![sha256, message_id], message_ref).optional()?)
+    Ok(conn.prepare_cached(&sql)?.query_row(params![sha256, message_id], message_ref).optional()?)
 }
 
 fn prior(conn: &Connection, org: &str, period: Option<&str>) -> Result<Option<Prior>, StoreError> {
@@ -158,7 +160,7 @@ fn prior(conn: &Connection, org: &str, period: Option<&str>) -> Result<Option<Pr
                WHERE org = ?1 AND (?2 IS NULL OR period = ?2)
                  AND status = 'accepted' AND superseded_by IS NULL
                ORDER BY period DESC, id DESC LIMIT 1";
-    let row = conn.query_row(sql, params![norm_org(org), period], |r| {
+    let row = conn.prepare_cached(sql)?.query_row(params![norm_org(org), period], |r| {
         Ok(Prior { period: r.get(0)?, receipt: r.get(1)?, values: get_json(r, 2)? })
     });
     Ok(row.optional()?)
@@ -236,7 +238,10 @@ impl Store for SqliteStore {
     fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError> {
         let sql = "SELECT EXISTS (SELECT 1 FROM guidance_log WHERE sender = ?1 AND day = ?2)";
         let sender = super::rules::norm_sender(sender);
-        Ok(self.conn()?.query_row(sql, params![sender, day.to_string()], |r| r.get(0))?)
+        let conn = self.conn()?;
+        let found =
+            conn.prepare_cached(sql)?.query_row(params![sender, day.to_string()], |r| r.get(0))?;
+        Ok(found)
     }
 
     fn status(&self, period: &str) -> Result<Vec<StatusRow>, StoreError> {

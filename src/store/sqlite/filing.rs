@@ -72,27 +72,27 @@ fn file_in(tx: &Connection, filing: &Filing, render: &mut Render<'_>) -> Result<
 }
 
 fn insert_message(tx: &Connection, f: &Filing) -> Result<i64, StoreError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO messages (source_key, message_id, sha256, received_at, filed_at, sender,
              subject, class, outcome, detail, org, period, held, bounce_of)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
-            f.source_key,
-            f.message_id.as_deref().and_then(norm_message_id),
-            f.sha256,
-            ts(f.received_at),
-            ts(f.filed_at),
-            f.from,
-            f.subject,
-            f.class,
-            f.outcome,
-            f.detail.to_string(),
-            f.org.as_deref().map(norm_org),
-            f.period,
-            f.held,
-            f.bounce_of.as_deref().and_then(norm_message_id),
-        ],
-    )?;
+    )?
+    .execute(params![
+        f.source_key,
+        f.message_id.as_deref().and_then(norm_message_id),
+        f.sha256,
+        ts(f.received_at),
+        ts(f.filed_at),
+        f.from,
+        f.subject,
+        f.class,
+        f.outcome,
+        f.detail.to_string(),
+        f.org.as_deref().map(norm_org),
+        f.period,
+        f.held,
+        f.bounce_of.as_deref().and_then(norm_message_id),
+    ])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -105,36 +105,33 @@ fn insert_return(
     let org = norm_org(&r.org);
     let numbered = match &r.period {
         Some(period) => {
-            let last: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM return_versions WHERE org = ?1 AND period = ?2",
-                params![org, period],
-                |row| row.get(0),
-            )?;
+            let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM return_versions WHERE org = ?1 AND period = ?2")?.query_row(params![org, period],
+                |row| row.get(0))?;
             let version = u32::try_from(last + 1).map_err(|e| StoreError::Data(e.to_string()))?;
             Some((version, receipt(period, &org, version)))
         }
         None => None,
     };
     let (version, receipt) = (numbered.as_ref().map(|n| n.0), numbered.map(|n| n.1));
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO return_versions (message, org, period, version, receipt, file_name,
              attachment_sha256, status, late, values_json, derived_json, findings_json)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            message,
-            org,
-            r.period,
-            version,
-            receipt,
-            r.file_name,
-            r.attachment_sha256,
-            if r.accepted { "accepted" } else { "rejected" },
-            r.late,
-            serde_json::to_string(&r.values)?,
-            serde_json::to_string(&r.derived)?,
-            r.findings.to_string(),
-        ],
-    )?;
+    )?
+    .execute(params![
+        message,
+        org,
+        r.period,
+        version,
+        receipt,
+        r.file_name,
+        r.attachment_sha256,
+        if r.accepted { "accepted" } else { "rejected" },
+        r.late,
+        serde_json::to_string(&r.values)?,
+        serde_json::to_string(&r.derived)?,
+        r.findings.to_string(),
+    ])?;
     let id = tx.last_insert_rowid();
     let supersedes = if r.accepted { supersede(tx, id, &org, r.period.as_deref())? } else { None };
     let detail = json!({"receipt": receipt, "file": r.file_name, "accepted": r.accepted,
@@ -152,19 +149,16 @@ fn supersede(
     period: Option<&str>,
 ) -> Result<Option<String>, StoreError> {
     let old: Option<(i64, Option<String>)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT id, receipt FROM return_versions
              WHERE org = ?1 AND period = ?2 AND status = 'accepted'
                AND superseded_by IS NULL AND id <> ?3",
-            params![org, period, new],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        )?
+        .query_row(params![org, period, new], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((old_id, old_receipt)) = old else { return Ok(None) };
-    tx.execute(
-        "UPDATE return_versions SET superseded_by = ?1 WHERE id = ?2",
-        params![new, old_id],
-    )?;
+    tx.prepare_cached("UPDATE return_versions SET superseded_by = ?1 WHERE id = ?2")?
+        .execute(params![new, old_id])?;
     Ok(old_receipt)
 }
 
@@ -177,25 +171,25 @@ fn insert_reply(
     let message_id = norm_message_id(&reply.message_id).ok_or_else(|| {
         StoreError::InvalidFiling(format!("a {} reply has no Message-ID", reply.kind))
     })?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (message, message_id, kind, envelope_from, recipients, raw,
              created_at, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        params![
-            message,
-            message_id,
-            reply.kind,
-            reply.envelope_from,
-            serde_json::to_string(&reply.recipients)?,
-            reply.raw,
-            ts(at),
-        ],
-    )?;
+    )?
+    .execute(params![
+        message,
+        message_id,
+        reply.kind,
+        reply.envelope_from,
+        serde_json::to_string(&reply.recipients)?,
+        reply.raw,
+        ts(at),
+    ])?;
     if let Some(to) = &reply.guidance_to {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT OR IGNORE INTO guidance_log (sender, day, message) VALUES (?1, ?2, ?3)",
-            params![norm_sender(to), guidance_day(at).to_string(), message],
-        )?;
+        )?
+        .execute(params![norm_sender(to), guidance_day(at).to_string(), message])?;
     }
     let detail = json!({"message_id": message_id, "kind": reply.kind, "to": reply.recipients});
     audit(tx, at, Some(message), "reply_queued", &detail)
@@ -210,17 +204,16 @@ fn record_bounce(
     ours: &str,
 ) -> Result<(), StoreError> {
     let found: Option<(i64, i64)> = tx
-        .query_row("SELECT id, message FROM outbox WHERE message_id = ?1", [ours], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT id, message FROM outbox WHERE message_id = ?1")?
+        .query_row([ours], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((reply, original)) = found else {
         return audit(tx, at, Some(bounce), "bounce_unmatched", &json!({"bounce_of": ours}));
     };
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE outbox SET bounced_at = ?1, bounced_by = ?2 WHERE id = ?3 AND bounced_at IS NULL",
-        params![ts(at), bounce, reply],
-    )?;
+    )?
+    .execute(params![ts(at), bounce, reply])?;
     let detail = json!({"reply": ours, "bounce_message": bounce});
     audit(tx, at, Some(original), "reply_bounced", &detail)?;
     audit(tx, at, Some(bounce), "bounce_matched", &json!({"reply": ours, "original": original}))
@@ -233,9 +226,7 @@ pub(super) fn audit(
     event: &str,
     detail: &Value,
 ) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO audit (at, message, event, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![ts(at), message, event, detail.to_string()],
-    )?;
+    tx.prepare_cached("INSERT INTO audit (at, message, event, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![ts(at), message, event, detail.to_string()])?;
     Ok(())
 }

@@ -15,7 +15,7 @@ impl Outbox for SqliteStore {
 
     fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT id, message_id, envelope_from, recipients, raw, attempts FROM outbox
              WHERE sent_at IS NULL AND failed_permanently = 0 AND next_attempt_at <= ?1
              ORDER BY id LIMIT ?2",
@@ -38,12 +38,11 @@ impl Outbox for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let updated: Option<(i64, String)> = tx
-            .query_row(
+            .prepare_cached(
                 "UPDATE outbox SET sent_at = ?2, last_attempt_at = ?2, attempts = attempts + 1
                  WHERE id = ?1 AND sent_at IS NULL RETURNING message, message_id",
-                params![id, ts(at)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![id, ts(at)], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match updated {
             Some((message, message_id)) => {
@@ -66,14 +65,15 @@ impl Outbox for SqliteStore {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let updated: Option<(i64, String, i64)> = tx
-            .query_row(
+            .prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2, last_error = ?3,
                      failed_permanently = ?4, next_attempt_at = ?5
                  WHERE id = ?1 AND sent_at IS NULL
                  RETURNING message, message_id, attempts",
-                params![id, ts(at), error, permanent, ts(retry_at.unwrap_or(at))],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            )?
+            .query_row(params![id, ts(at), error, permanent, ts(retry_at.unwrap_or(at))], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         let Some((message, message_id, attempts)) = updated else {
             return already_sent_or_unknown(&tx, id);
@@ -94,8 +94,9 @@ impl Outbox for SqliteStore {
 /// An attempt recorded for a reply already marked sent changes nothing (a sender retrying its
 /// bookkeeping is harmless); an id that was never queued is an error.
 fn already_sent_or_unknown(tx: &rusqlite::Connection, id: i64) -> Result<(), StoreError> {
-    let exists: bool =
-        tx.query_row("SELECT EXISTS (SELECT 1 FROM outbox WHERE id = ?1)", [id], |r| r.get(0))?;
+    let exists: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE id = ?1)")?
+        .query_row([id], |r| r.get(0))?;
     if exists {
         Ok(())
     } else {
