@@ -183,8 +183,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
                 None => self.fetch_and_prepare(first_group(chunk)),
             };
             if let Some(&next) = chunks.get(i + 1) {
-                let keys: Vec<String> = first_group(next).iter().map(|p| p.key.clone()).collect();
-                let fetched = self.source.fetch_many(&keys);
+                let fetched = self.fetch(first_group(next));
                 let (store, env) = (self.store, self.env);
                 let spawned = std::thread::Builder::new().name("prepare".into()).spawn_scoped(
                     scope,
@@ -301,12 +300,17 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
     }
 
     /// Fetch a group of messages in one round trip and prepare them (parse, classify, read
-    /// attachments) off this thread.
+    /// attachments, write blobs) on threads of their own.
     fn fetch_and_prepare(&mut self, group: &[Pending]) -> Ready {
-        let keys: Vec<String> = group.iter().map(|p| p.key.clone()).collect();
-        let fetched = self.source.fetch_many(&keys);
+        let fetched = self.fetch(group);
         let prepared = prepare_all(self.store, self.env, &fetched);
         (fetched, prepared)
+    }
+
+    /// Fetch a group of messages in one round trip.
+    fn fetch(&mut self, group: &[Pending]) -> Fetched {
+        let keys: Vec<String> = group.iter().map(|p| p.key.clone()).collect();
+        self.source.fetch_many(&keys)
     }
 
     /// Deliver everything due, batch after batch, until a batch comes back short (all sent) or

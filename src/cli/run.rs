@@ -26,51 +26,55 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let env = common::env(args.global.config.as_deref())?;
     let store = common::open_store(&env.config)?;
     let transport = common::transport(&env.config)?;
-    let shutdown = Shutdown::default();
-    let clock = Clock { fixed: args.global.now };
+    let ctx = Setup {
+        env: &env,
+        store: &store,
+        transport: transport.as_ref(),
+        clock: Clock { fixed: args.global.now },
+        once: args.once,
+    };
     match &env.config.intake.source {
         Source::Maildir(dir) => {
             let source = Maildir::open(dir)
                 .with_context(|| format!("cannot open Maildir {}", dir.display()))?;
-            let mut daemon = Daemon {
-                store: &store,
-                source,
-                transport: transport.as_ref(),
-                env: &env,
-                clock,
-                shutdown: shutdown.clone(),
-            };
-            let what = format!("Maildir {}", dir.display());
-            drive(&mut daemon, args.once, &shutdown, &env, &what)
+            drive(&ctx, source, &format!("Maildir {}", dir.display()))
         }
         Source::Imap(imap) => {
             // Connect now, so a wrong host, certificate or password is reported at startup.
             let source = ImapSource::connect(imap)
                 .with_context(|| format!("cannot open IMAP {}:{}", imap.host, imap.port))?
                 .with_fetch_cap(env.config.limits.message_bytes.saturating_mul(2));
-            let mut daemon = Daemon {
-                store: &store,
-                source,
-                transport: transport.as_ref(),
-                env: &env,
-                clock,
-                shutdown: shutdown.clone(),
-            };
-            let what = format!("IMAP {}:{} folder {}", imap.host, imap.port, imap.folder);
-            drive(&mut daemon, args.once, &shutdown, &env, &what)
+            drive(&ctx, source, &format!("IMAP {}:{} folder {}", imap.host, imap.port, imap.folder))
         }
     }
 }
 
-/// One round with a summary (`--once`), or rounds until a signal.
-fn drive<M: MailSource>(
-    daemon: &mut Daemon<'_, impl Store, M, dyn crate::outbound::Transport>,
+/// Everything `run` sets up before it knows the mailbox.
+struct Setup<'a, S: Store> {
+    env: &'a crate::pipeline::Env,
+    store: &'a S,
+    transport: &'a dyn crate::outbound::Transport,
+    clock: Clock,
     once: bool,
-    shutdown: &Shutdown,
-    env: &crate::pipeline::Env,
+}
+
+/// The daemon on `source`: one round with a summary (`--once`), or rounds until a signal.
+fn drive<S: Store, M: MailSource>(
+    ctx: &Setup<'_, S>,
+    source: M,
     what: &str,
 ) -> anyhow::Result<Exit> {
-    if once {
+    let shutdown = Shutdown::default();
+    let env = ctx.env;
+    let mut daemon = Daemon {
+        store: ctx.store,
+        source,
+        transport: ctx.transport,
+        env,
+        clock: ctx.clock,
+        shutdown: shutdown.clone(),
+    };
+    if ctx.once {
         let round = daemon.round()?;
         print_summary(&round, env)?;
         return Ok(Exit::Ok);

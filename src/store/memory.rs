@@ -3,7 +3,8 @@
 //! in at the end, which is this store's transaction. Nothing here survives the process.
 
 use super::rules::{
-    check_filing, guidance_day, norm_message_id, norm_org, norm_sender, receipt, StatusBuilder,
+    check_filing, guidance_day, norm_message_id, norm_org, norm_sender, receipt, reply_message_id,
+    StatusBuilder,
 };
 use super::{
     is_sha256_hex, sha256_hex, Assigned, AssignedReturn, AuditRow, Filed, Filing, MessageRef,
@@ -140,9 +141,7 @@ impl Tables {
         at: DateTime<Utc>,
         reply: &NewReply,
     ) -> Result<(), StoreError> {
-        let message_id = norm_message_id(&reply.message_id).ok_or_else(|| {
-            StoreError::InvalidFiling(format!("a {} reply has no Message-ID", reply.kind))
-        })?;
+        let message_id = reply_message_id(reply)?;
         if self.outbox.iter().any(|o| o.row.message_id == message_id) {
             return Err(StoreError::InvalidFiling(format!(
                 "reply Message-ID {message_id} is already queued"

@@ -2,7 +2,7 @@
 //! in-memory store so both behave alike: key normalisation, receipts, what a filing must hold,
 //! and how `status` sums up an organisation's period.
 
-use super::{Filing, ReturnState, StatusRow, StoreError};
+use super::{Filing, NewReply, ReturnState, StatusRow, StoreError};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 
@@ -17,6 +17,13 @@ pub fn norm_message_id(id: &str) -> Option<String> {
     let id = id.strip_prefix('<').unwrap_or(id);
     let id = id.strip_suffix('>').unwrap_or(id).trim();
     (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// The Message-ID a queued reply is kept under: every reply must have one.
+pub fn reply_message_id(reply: &NewReply) -> Result<String, StoreError> {
+    norm_message_id(&reply.message_id).ok_or_else(|| {
+        StoreError::InvalidFiling(format!("a {} reply has no Message-ID", reply.kind))
+    })
 }
 
 /// Senders are compared lower-case, as mail addresses are in practice.

@@ -69,10 +69,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `run --now NOW --config <config>`, logging at `info` to `log` (appended).
     pub fn start(config: &Path, log: &Path) -> Daemon {
+        Daemon::spawn(config, log, Some(NOW))
+    }
+
+    /// `iapt-intake run`, at the fixed moment `now` or on the real clock (`None`), logging at
+    /// `info` to `log` (appended).
+    pub fn spawn(config: &Path, log: &Path, now: Option<&str>) -> Daemon {
         let out = File::options().create(true).append(true).open(log).expect("daemon log");
         let err = out.try_clone().expect("log handle");
-        let child = Command::new(BIN)
-            .args(["run", "--now", NOW, "--config"])
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        if let Some(now) = now {
+            cmd.args(["--now", now]);
+        }
+        let child = cmd
+            .arg("--config")
             .arg(config)
             .env("IAPT_LOG", "info")
             .stdin(Stdio::null())

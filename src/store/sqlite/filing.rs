@@ -4,7 +4,7 @@
 
 use super::{find_duplicate, ts};
 use crate::store::rules::{
-    check_filing, guidance_day, norm_message_id, norm_org, norm_sender, receipt,
+    check_filing, guidance_day, norm_message_id, norm_org, norm_sender, receipt, reply_message_id,
 };
 use crate::store::{
     Assigned, AssignedReturn, Filed, Filing, NewReply, NewReturn, Render, StoreError,
@@ -168,9 +168,7 @@ fn insert_reply(
     at: DateTime<Utc>,
     reply: &NewReply,
 ) -> Result<(), StoreError> {
-    let message_id = norm_message_id(&reply.message_id).ok_or_else(|| {
-        StoreError::InvalidFiling(format!("a {} reply has no Message-ID", reply.kind))
-    })?;
+    let message_id = reply_message_id(reply)?;
     tx.prepare_cached(
         "INSERT INTO outbox (message, message_id, kind, envelope_from, recipients, raw,
              created_at, next_attempt_at)

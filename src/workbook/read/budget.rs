@@ -29,63 +29,39 @@ impl Budget {
     /// Rejects a sheet whose declared area (rows × columns) is over the cell limit, before any
     /// of its cells is read.
     pub fn check_declared(&self, sheet: &str, area: u64) -> Result<(), ReadError> {
-        if area > self.limits.cells_per_sheet {
-            return Err(ReadError::TooLarge {
-                what: format!("the declared size of sheet '{sheet}' (rows × columns)"),
-                actual: area,
-                limit: self.limits.cells_per_sheet,
-            });
-        }
-        Ok(())
+        within(area, self.limits.cells_per_sheet, || {
+            format!("the declared size of sheet '{sheet}' (rows × columns)")
+        })
     }
 
     /// Counts one more cell of a sheet that already holds `in_sheet` cells.
     pub fn charge_cell(&mut self, sheet: &str, in_sheet: usize) -> Result<(), ReadError> {
         let limit = self.limits.cells_per_sheet;
         let in_sheet = (in_sheet as u64).saturating_add(1);
-        if in_sheet > limit {
-            return Err(ReadError::TooLarge {
-                what: format!("the number of cells in sheet '{sheet}'"),
-                actual: in_sheet,
-                limit,
-            });
-        }
+        within(in_sheet, limit, || format!("the number of cells in sheet '{sheet}'"))?;
         self.workbook_cells = self.workbook_cells.saturating_add(1);
-        if self.workbook_cells > limit {
-            return Err(ReadError::TooLarge {
-                what: "the number of cells in all sheets together".into(),
-                actual: self.workbook_cells,
-                limit,
-            });
-        }
-        Ok(())
+        within(self.workbook_cells, limit, || "the number of cells in all sheets together".into())
     }
 
     /// Rejects a string table whose item count, found by walking its records, is over the cap.
     pub fn check_declared_strings(&self, part: &str, count: u64) -> Result<(), ReadError> {
-        if count > self.limits.cells_per_sheet {
-            return Err(ReadError::TooLarge {
-                what: format!("the number of strings in {part}"),
-                actual: count,
-                limit: self.limits.cells_per_sheet,
-            });
-        }
-        Ok(())
+        within(count, self.limits.cells_per_sheet, || format!("the number of strings in {part}"))
     }
 
     /// A string table longer than the cell limit cannot be a return's, and would cost memory
     /// even when every string is empty.
     pub fn charge_string(&self, table: &[String], part: &str) -> Result<(), ReadError> {
         let count = (table.len() as u64).saturating_add(1);
-        if count > self.limits.cells_per_sheet {
-            return Err(ReadError::TooLarge {
-                what: format!("the number of strings in {part}"),
-                actual: count,
-                limit: self.limits.cells_per_sheet,
-            });
-        }
-        Ok(())
+        self.check_declared_strings(part, count)
     }
+}
+
+/// `actual` within `limit`, or the finding that names `what` went over it.
+fn within(actual: u64, limit: u64, what: impl FnOnce() -> String) -> Result<(), ReadError> {
+    if actual > limit {
+        return Err(ReadError::TooLarge { what: what(), actual, limit });
+    }
+    Ok(())
 }
 
 /// The area of a range given by its corners, in cells, without overflow.

@@ -17,7 +17,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use iapt_intake::store::{ReplyRow, SqliteStore, Store};
 use mail_parser::{HeaderValue, MessageParser};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -37,28 +36,6 @@ const A_MINUTE_LATER: &str = "2011-07-20T10:01:00Z";
 const LEEDS_SUBJECT: &str = "IAPT KPI Q1 2011/12 Leeds PCT";
 /// What each daemon logs once it is working (its store open, its handlers in place).
 const RUNNING: &str = "iapt-intake running";
-
-/// `iapt-intake run`, at the fixed moment `now` or on the real clock (`None`), logging at
-/// `info` to `log` (appended).
-fn spawn(config: &Path, log: &Path, now: Option<&str>) -> Daemon {
-    let out = File::options().create(true).append(true).open(log).expect("daemon log");
-    let err = out.try_clone().expect("log handle");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("run");
-    if let Some(now) = now {
-        cmd.args(["--now", now]);
-    }
-    let child = cmd
-        .arg("--config")
-        .arg(config)
-        .env("IAPT_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("the daemon starts");
-    Daemon { child }
-}
 
 /// Hands `raw` to the stack's sendmail (Postfix's queue, no SMTP server involved: Postfix's
 /// smtpd cannot run while Dovecot, its SASL service, is down).
@@ -140,7 +117,7 @@ fn dovecot_down_for_a_minute_mid_burst_every_message_is_filed_and_answered_once(
     // The real clock, as in production: a reply deferred during the outage is retried when its
     // backoff is over, which a fixed `--now` would never reach. Returns are then judged against
     // today's date (their 2011 window is closed) — still one answer each, which is what counts.
-    let mut daemon = spawn(&config, &log, None);
+    let mut daemon = Daemon::spawn(&config, &log, None);
     let running = wait_until(Duration::from_secs(20), || log_text(&log).contains("IMAP connected"));
     assert!(running, "the daemon never connected:\n{}", tail(&log_text(&log)));
 
@@ -440,7 +417,7 @@ fn postfix_refusing_with_450_keeps_the_reply_in_the_outbox_until_it_accepts_agai
     let mail =
         Mail::new(&leeds, LEEDS_SUBJECT, id).xlsx("Leeds IAPT Q1.xlsx", ReturnBook::leeds().xlsx());
     smtp_send(stack.smtp_port, &leeds, &intake, std::str::from_utf8(&mail.bytes()).expect("ASCII"));
-    let daemon = spawn(&config, &log, Some(NOW));
+    let daemon = Daemon::spawn(&config, &log, Some(NOW));
     // The store is opened here only once the daemon has made it: two processes creating a
     // fresh store at the same moment can both run its first migration, and one then fails.
     let running = wait_until(Duration::from_secs(20), || log_text(&log).contains(RUNNING));
@@ -476,7 +453,7 @@ fn postfix_refusing_with_450_keeps_the_reply_in_the_outbox_until_it_accepts_agai
     set_recipient_restrictions(&stack, &original);
     wait_for_rcpt(&stack, &leeds, "250");
     let lifted = Instant::now();
-    let daemon = spawn(&config, &log, Some(A_MINUTE_LATER));
+    let daemon = Daemon::spawn(&config, &log, Some(A_MINUTE_LATER));
     let sent = wait_for_reply_row(&store, &log, |r| r.sent_at.is_some());
     assert_eq!(sent.attempts, 2, "one refusal, one success: {sent:?}");
     let arrived = wait_until(Duration::from_secs(20), || !folder_files(&leeds_box).is_empty());
