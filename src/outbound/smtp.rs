@@ -15,10 +15,10 @@ mod xoauth2;
 
 use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};
 pub use crate::config::Secret;
-use conn::{limit, Link, Pool, Security};
+use conn::{limit, Conn, Link, Pool, Security};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism, DEFAULT_MECHANISMS};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::{Category, Code, Severity};
 use std::fmt;
@@ -187,7 +187,7 @@ impl SmtpTransport {
         let inner = &self.inner;
         inner.runtime.block_on(async {
             let mut conn = inner.open().await?;
-            let alive = tokio::time::timeout(inner.link.timeout, conn.test_connected()).await;
+            let alive = tokio::time::timeout(inner.link.timeout, conn.smtp.test_connected()).await;
             if !matches!(alive, Ok(true)) {
                 return Err(SendError::transient(format!("relay {} did not answer", inner.relay)));
             }
@@ -202,11 +202,8 @@ impl Transport for SmtpTransport {
     /// async runtime.
     fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
         let envelope = envelope(item)?;
-        // lettre ends DATA with CRLF "." CRLF after the bytes it is given; a message that
-        // already ends in CRLF would gain an empty last line, so that CRLF is left to lettre.
-        let raw = item.raw.strip_suffix(b"\r\n").unwrap_or(&item.raw);
         let inner = &self.inner;
-        inner.runtime.block_on(inner.send(&envelope, raw))?
+        inner.runtime.block_on(inner.send(&envelope, &item.raw))?
     }
 }
 
@@ -226,7 +223,7 @@ impl Inner {
     }
 
     /// A new connection, logged in.
-    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn open(&self) -> Result<Conn, SendError> {
         let opened = match &self.login {
             Login::None => self.link.open(None).await,
             Login::Password(mechanisms, credentials) => {

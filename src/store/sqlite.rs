@@ -44,6 +44,9 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Filing and delivery run the same few statements for every message: parse each once.
         conn.set_prepared_statement_cache_capacity(64);
+        // One plan per statement whatever the bound values: otherwise a statement that a partial
+        // index might serve is planned again on every execution, undoing the cache above.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         let mode = wal_mode(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Data(format!("journal_mode is {mode}, WAL was asked for")));

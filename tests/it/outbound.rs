@@ -372,9 +372,24 @@ fn sendmail_that_hangs_is_stopped_and_retried_later() {
 
 // --- SMTP ------------------------------------------------------------------------------------
 
-/// A one-connection-at-a-time SMTP server on loopback that answers RCPT with `rcpt_reply` and
-/// hands back the DATA it received.
-fn fake_relay(rcpt_reply: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {
+/// What the fake relay saw of one message.
+#[derive(Debug)]
+struct Seen {
+    /// Every command line, CRLF removed, in order (EHLO and QUIT included).
+    commands: Vec<String>,
+    /// The message as received: DATA with the dot-stuffing undone, or BDAT's exact bytes.
+    data: String,
+    /// MAIL FROM arrived with more commands already behind it, before any answer was sent.
+    pipelined: bool,
+}
+
+/// A one-connection-at-a-time SMTP server on loopback that answers RCPT with `rcpt_reply`,
+/// offers `extensions` (EHLO keywords) besides 8BITMIME, and hands back what it saw of each
+/// message. It handles pipelined commands, DATA and `BDAT <size> LAST`.
+fn fake_relay_offering(
+    extensions: &'static [&'static str],
+    rcpt_reply: &'static str,
+) -> (u16, std::sync::mpsc::Receiver<Seen>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -384,27 +399,66 @@ fn fake_relay(rcpt_reply: &'static str) -> (u16, std::sync::mpsc::Receiver<Strin
             let mut out = stream.try_clone().expect("clone");
             let mut lines = BufReader::new(stream);
             let _ = out.write_all(b"220 fake.test ESMTP\r\n");
+            let mut seen = Seen { commands: Vec::new(), data: String::new(), pipelined: false };
             let mut line = String::new();
             while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let command = line.trim_end_matches("\r\n").to_string();
+                seen.commands.push(command.clone());
                 let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                let answer = match verb.as_str() {
-                    "EHLO" => "250-fake.test\r\n250 8BITMIME\r\n",
-                    "RCPT" => rcpt_reply,
-                    "DATA" => {
+                let answer: String = match verb.as_str() {
+                    "EHLO" => {
+                        let mut a = String::from("250-fake.test\r\n");
+                        for e in extensions {
+                            a.push_str(&format!("250-{e}\r\n"));
+                        }
+                        a + "250 8BITMIME\r\n"
+                    }
+                    "MAIL" => {
+                        seen.pipelined = !lines.buffer().is_empty();
+                        "250 2.1.0 ok\r\n".into()
+                    }
+                    "RCPT" => rcpt_reply.into(),
+                    "DATA" if rcpt_reply.starts_with('2') => {
                         let _ = out.write_all(b"354 go ahead\r\n");
-                        let mut data = String::new();
                         let mut l = String::new();
                         while lines.read_line(&mut l).map(|n| n > 0).unwrap_or(false)
                             && l != ".\r\n"
                         {
-                            data.push_str(&l);
+                            seen.data.push_str(l.strip_prefix('.').unwrap_or(&l));
                             l.clear();
                         }
-                        let _ = tx.send(data);
-                        "250 2.0.0 queued\r\n"
+                        let _ = tx.send(std::mem::replace(
+                            &mut seen,
+                            Seen { commands: Vec::new(), data: String::new(), pipelined: false },
+                        ));
+                        "250 2.0.0 queued\r\n".into()
                     }
-                    "QUIT" => "221 bye\r\n",
-                    _ => "250 ok\r\n",
+                    "BDAT" => {
+                        let size: usize = command
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|n| n.parse().ok())
+                            .expect("BDAT size");
+                        let mut chunk = vec![0u8; size];
+                        std::io::Read::read_exact(&mut lines, &mut chunk).expect("chunk");
+                        if rcpt_reply.starts_with('2') {
+                            seen.data = String::from_utf8(chunk).expect("utf-8");
+                            let _ = tx.send(std::mem::replace(
+                                &mut seen,
+                                Seen {
+                                    commands: Vec::new(),
+                                    data: String::new(),
+                                    pipelined: false,
+                                },
+                            ));
+                            "250 2.0.0 queued\r\n".into()
+                        } else {
+                            "554 5.5.1 no valid recipients\r\n".into()
+                        }
+                    }
+                    "DATA" => "554 5.5.1 no valid recipients\r\n".into(),
+                    "QUIT" => "221 bye\r\n".into(),
+                    _ => "250 ok\r\n".into(),
                 };
                 let _ = out.write_all(answer.as_bytes());
                 line.clear();
@@ -412,6 +466,20 @@ fn fake_relay(rcpt_reply: &'static str) -> (u16, std::sync::mpsc::Receiver<Strin
         }
     });
     (port, rx)
+}
+
+/// A relay that offers nothing beyond 8BITMIME: one command at a time.
+fn fake_relay(rcpt_reply: &'static str) -> (u16, std::sync::mpsc::Receiver<Seen>) {
+    fake_relay_offering(&[], rcpt_reply)
+}
+
+/// The verbs of the commands of one message, from MAIL on.
+fn verbs(seen: &Seen) -> Vec<String> {
+    let from = seen.commands.iter().position(|c| c.starts_with("MAIL")).expect("MAIL sent");
+    seen.commands[from..]
+        .iter()
+        .map(|c| c.split([' ', ':']).next().unwrap_or_default().to_string())
+        .collect()
 }
 
 fn smtp_to(port: u16) -> SmtpTransport {
@@ -423,10 +491,62 @@ fn smtp_to(port: u16) -> SmtpTransport {
 
 #[test]
 fn smtp_sends_the_stored_bytes_unchanged() {
-    let (port, data) = fake_relay("250 2.1.5 ok\r\n");
+    let (port, seen) = fake_relay("250 2.1.5 ok\r\n");
     smtp_to(port).send(&reply_item(1)).expect("accepted");
-    let received = data.recv_timeout(Duration::from_secs(5)).expect("relay got DATA");
-    assert_eq!(received, REPLY);
+    let seen = seen.recv_timeout(Duration::from_secs(5)).expect("relay got DATA");
+    assert_eq!(seen.data, REPLY);
+    assert_eq!(verbs(&seen), ["MAIL", "RCPT", "DATA"]);
+    assert!(!seen.pipelined, "a relay without PIPELINING gets one command at a time");
+}
+
+/// A reply whose body has a line starting with a dot, which DATA must stuff and BDAT must not.
+fn dotted_item() -> OutboxItem {
+    let mut item = reply_item(2);
+    item.raw = format!("{REPLY}.hidden line\r\n..two dots\r\n").into_bytes();
+    item
+}
+
+#[test]
+fn smtp_with_pipelining_and_chunking_sends_commands_and_message_in_one_go() {
+    let (port, seen) = fake_relay_offering(&["PIPELINING", "CHUNKING"], "250 2.1.5 ok\r\n");
+    let transport = smtp_to(port);
+    for item in [reply_item(1), dotted_item()] {
+        transport.send(&item).expect("accepted");
+        let seen = seen.recv_timeout(Duration::from_secs(5)).expect("relay got BDAT");
+        assert_eq!(seen.data.as_bytes(), &item.raw[..], "the stored bytes, exactly");
+        let size = item.raw.len();
+        assert_eq!(verbs(&seen), ["MAIL", "RCPT", "BDAT"]);
+        assert_eq!(seen.commands.last(), Some(&format!("BDAT {size} LAST")));
+        assert!(seen.pipelined, "RCPT and BDAT followed MAIL without waiting for its answer");
+    }
+}
+
+#[test]
+fn smtp_with_pipelining_alone_sends_the_commands_together_then_the_data() {
+    let (port, seen) = fake_relay_offering(&["PIPELINING"], "250 2.1.5 ok\r\n");
+    let transport = smtp_to(port);
+    for item in [reply_item(1), dotted_item()] {
+        transport.send(&item).expect("accepted");
+        let seen = seen.recv_timeout(Duration::from_secs(5)).expect("relay got DATA");
+        assert_eq!(seen.data.as_bytes(), &item.raw[..], "dot-stuffed, then unstuffed");
+        assert_eq!(verbs(&seen), ["MAIL", "RCPT", "DATA"]);
+        assert!(seen.pipelined, "RCPT and DATA followed MAIL without waiting for its answer");
+    }
+}
+
+#[test]
+fn smtp_pipelined_refusal_of_the_recipient_is_reported_and_the_next_reply_still_goes() {
+    for offers in [&["PIPELINING", "CHUNKING"][..], &["PIPELINING"][..]] {
+        let (port, _) =
+            fake_relay_offering(offers, "550 5.1.1 <a.analyst@leeds.nhs.test>: no such user\r\n");
+        let transport = smtp_to(port);
+        let err = transport.send(&reply_item(1)).expect_err("550");
+        assert_eq!(err.kind, SendErrorKind::Permanent, "{offers:?}: {err}");
+        assert!(err.message.contains("no such user"), "{offers:?}: {err}");
+        // The connection with answers left unread is dropped, not reused out of step.
+        let err = transport.send(&reply_item(2)).expect_err("550 again");
+        assert!(err.message.contains("no such user"), "{offers:?}: {err}");
+    }
 }
 
 #[test]

@@ -2,14 +2,22 @@
 //! a message's body and its closing `.` line as two writes, and without NODELAY the second one
 //! waits for the relay's delayed ACK of the first (about 40 ms per reply).
 //!
-//! Owns the socket, TLS (implicit, or STARTTLS through lettre), the greeting, the login and the
-//! pool of idle connections. Must not decide retries (`classify` in the parent does) or fetch
+//! A reply goes out in one round trip where the relay allows it: MAIL, RCPT and the message
+//! itself in one write (PIPELINING, RFC 2920, with CHUNKING's `BDAT … LAST`, RFC 3030), then the
+//! answers read in order. lettre sends each command and waits for its answer, four round trips
+//! per reply, each waking the relay and us.
+//!
+//! Owns the socket, TLS (implicit, or STARTTLS through lettre), the greeting, what the relay
+//! offers, the login, sending one message and the pool of idle connections. Must not decide retries (`classify` in the parent does) or fetch
 //! tokens (`xoauth2` does).
 
 use super::SendError;
+use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Ehlo, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
 use lettre::transport::smtp::Error as SmtpError;
 use std::future::Future;
 use std::io;
@@ -112,7 +120,7 @@ pub(super) struct Link {
 
 impl Link {
     /// A greeted connection (EHLO done, TLS in place), not yet logged in.
-    pub(super) async fn connect(&self) -> Result<AsyncSmtpConnection, Failure> {
+    pub(super) async fn connect(&self) -> Result<Conn, Failure> {
         let t = self.timeout;
         let tcp = limit(t, "connect", TcpStream::connect((self.host.as_str(), self.port))).await?;
         // The point of opening the socket ourselves: see the module comment.
@@ -129,17 +137,24 @@ impl Link {
         if let Security::StartTls(params) = &self.security {
             limit(t, "STARTTLS", conn.starttls(params.clone(), &self.hello)).await?;
         }
-        Ok(conn)
+        // lettre keeps only the extensions it uses itself, so ask again for the rest. A relay
+        // that refuses a second EHLO is simply sent to one command at a time.
+        let offers = match limit(t, "EHLO", conn.command(Ehlo::new(self.hello.clone()))).await {
+            Ok(answer) => Offers::from_ehlo(answer.message()),
+            Err(Failure::Smtp(..)) => Offers::default(),
+            Err(other) => return Err(other),
+        };
+        Ok(Conn { smtp: conn, offers })
     }
 
     /// `connect`, then AUTH with `login` when there is one.
     pub(super) async fn open(
         &self,
         login: Option<(&[Mechanism], &Credentials)>,
-    ) -> Result<AsyncSmtpConnection, Failure> {
+    ) -> Result<Conn, Failure> {
         let mut conn = self.connect().await?;
         if let Some((mechanisms, credentials)) = login {
-            match limit(self.timeout, "AUTH", conn.auth(mechanisms, credentials)).await {
+            match limit(self.timeout, "AUTH", conn.smtp.auth(mechanisms, credentials)).await {
                 Ok(_) => {}
                 Err(Failure::Smtp(_, e)) => return Err(Failure::Login(e)),
                 Err(other) => return Err(other),
@@ -149,19 +164,116 @@ impl Link {
     }
 }
 
+/// The extensions lettre does not track that make a reply one round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Offers {
+    pub(super) pipelining: bool,
+    pub(super) chunking: bool,
+}
+
+impl Offers {
+    /// From the lines of an EHLO answer; the first line names the server, each other line
+    /// starts with a keyword.
+    pub(super) fn from_ehlo<'a>(lines: impl Iterator<Item = &'a str>) -> Offers {
+        let mut offers = Offers::default();
+        for line in lines.skip(1) {
+            let keyword = line.split_whitespace().next().unwrap_or_default();
+            if keyword.eq_ignore_ascii_case("PIPELINING") {
+                offers.pipelining = true;
+            } else if keyword.eq_ignore_ascii_case("CHUNKING") {
+                offers.chunking = true;
+            }
+        }
+        offers
+    }
+}
+
+/// A connection to the relay and what the relay offers on it.
+pub(super) struct Conn {
+    pub(super) smtp: AsyncSmtpConnection,
+    pub(super) offers: Offers,
+}
+
+impl Conn {
+    /// Sends `raw` (the whole message, ending in CRLF) to the envelope's recipients and returns
+    /// the relay's final answer. Any `Err` leaves answers unread: drop the connection.
+    ///
+    /// With PIPELINING and CHUNKING the commands and the message go in one write, as
+    /// `BDAT <size> LAST` followed by exactly the stored bytes (no dot-stuffing needed). With
+    /// PIPELINING alone the commands go together and the message follows DATA's 354. Otherwise,
+    /// and for what only lettre checks (SMTPUTF8 addresses, 8-bit text to a relay without
+    /// 8BITMIME), lettre sends it one command at a time.
+    pub(super) async fn send(
+        &mut self,
+        envelope: &Envelope,
+        raw: &[u8],
+    ) -> Result<Response, SmtpError> {
+        let info = self.smtp.server_info();
+        let eight_bit = !raw.is_ascii();
+        let plain = !self.offers.pipelining
+            || !envelope_is_ascii(envelope)
+            || (eight_bit && !info.supports_feature(Extension::EightBitMime));
+        // lettre appends CRLF "." CRLF to what it is given, so the final CRLF is left to it.
+        let for_data = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+        if plain {
+            return self.smtp.send(envelope, for_data).await;
+        }
+        let body = if eight_bit {
+            vec![MailParameter::Body(MailBodyParameter::EightBitMime)]
+        } else {
+            Vec::new()
+        };
+        let mut commands = Mail::new(envelope.from().cloned(), body).to_string();
+        for to in envelope.to() {
+            commands.push_str(&Rcpt::new(to.clone(), Vec::new()).to_string());
+        }
+        let text = std::str::from_utf8(raw).ok().filter(|_| self.offers.chunking);
+        match text {
+            Some(text) => {
+                commands.push_str(&format!("BDAT {} LAST\r\n", raw.len()));
+                commands.push_str(text);
+            }
+            None => commands.push_str("DATA\r\n"),
+        }
+        // One write; the first answer (MAIL's) comes back from `command`, the others follow.
+        self.smtp.command(commands).await?;
+        for _ in envelope.to() {
+            self.smtp.read_response().await?;
+        }
+        let answer = self.smtp.read_response().await?; // BDAT's 250, or DATA's 354
+        match text {
+            Some(_) => Ok(answer),
+            None => self.smtp.message(for_data).await,
+        }
+    }
+
+    pub(super) fn has_broken(&self) -> bool {
+        self.smtp.has_broken()
+    }
+}
+
+/// No address of the envelope needs SMTPUTF8.
+fn envelope_is_ascii(envelope: &Envelope) -> bool {
+    envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .all(|a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii())
+}
+
 /// Ends a connection politely, in the background so no reply waits for it. Needs to run
 /// inside the transport's runtime.
-pub(super) fn quit(conn: AsyncSmtpConnection) {
+pub(super) fn quit(conn: Conn) {
     tokio::spawn(quit_now(conn));
 }
 
 /// Says QUIT and waits (briefly) for the answer.
-pub(super) async fn quit_now(mut conn: AsyncSmtpConnection) {
-    let _ = tokio::time::timeout(QUIT_LIMIT, conn.quit()).await;
+pub(super) async fn quit_now(mut conn: Conn) {
+    let _ = tokio::time::timeout(QUIT_LIMIT, conn.smtp.quit()).await;
 }
 
 struct Idle {
-    conn: AsyncSmtpConnection,
+    conn: Conn,
     since: Instant,
 }
 
@@ -185,7 +297,7 @@ impl Pool {
 
     /// The most recently used idle connection still believed open, if any. Connections idle
     /// for more than `max_idle` are closed on the way.
-    pub(super) async fn take(&self, timeout: Duration) -> Option<AsyncSmtpConnection> {
+    pub(super) async fn take(&self, timeout: Duration) -> Option<Conn> {
         loop {
             let idle = {
                 let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -199,7 +311,7 @@ impl Pool {
                 continue;
             }
             if since.elapsed() > self.check_after {
-                let alive = tokio::time::timeout(timeout, conn.test_connected()).await;
+                let alive = tokio::time::timeout(timeout, conn.smtp.test_connected()).await;
                 if !matches!(alive, Ok(true)) {
                     continue;
                 }
@@ -209,7 +321,7 @@ impl Pool {
     }
 
     /// Keeps `conn` for the next reply, or closes it when the pool is full (or has size 0).
-    pub(super) fn put_back(&self, conn: AsyncSmtpConnection) {
+    pub(super) fn put_back(&self, conn: Conn) {
         if conn.has_broken() {
             return;
         }
@@ -228,14 +340,14 @@ impl Pool {
     }
 
     /// Every idle connection, for closing when the transport goes.
-    pub(super) fn drain(&self) -> Vec<AsyncSmtpConnection> {
+    pub(super) fn drain(&self) -> Vec<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         idle.drain(..).map(|i| i.conn).collect()
     }
 }
 
 /// Removes the connections idle for longer than `max_idle`; the rest keep their order.
-fn take_stale(idle: &mut Vec<Idle>, max_idle: Duration) -> Vec<AsyncSmtpConnection> {
+fn take_stale(idle: &mut Vec<Idle>, max_idle: Duration) -> Vec<Conn> {
     let (stale, fresh): (Vec<Idle>, Vec<Idle>) =
         idle.drain(..).partition(|i| i.since.elapsed() > max_idle);
     *idle = fresh;

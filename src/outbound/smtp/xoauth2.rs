@@ -5,11 +5,10 @@
 //! Owns only that. Must not run the token command itself: the provider does (the daemon's
 //! `oauth2_token_command` source, shared with IMAP).
 
-use super::conn::{Failure, Link};
+use super::conn::{Conn, Failure, Link};
 use super::{classify, SendError};
 use crate::config::Secret;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::Error as SmtpError;
 use std::sync::Arc;
 
@@ -35,11 +34,7 @@ impl TokenLogin {
 
     /// A new connection logged in with the provider's token, or with a fresh one if the relay
     /// refused it. Pooled connections keep the login they made, whatever the token is now.
-    pub(super) async fn open(
-        &self,
-        link: &Link,
-        relay: &str,
-    ) -> Result<AsyncSmtpConnection, SendError> {
+    pub(super) async fn open(&self, link: &Link, relay: &str) -> Result<Conn, SendError> {
         match self.try_open(link, relay).await? {
             Ok(conn) => return Ok(conn),
             Err(e) => {
@@ -61,7 +56,7 @@ impl TokenLogin {
         &self,
         link: &Link,
         relay: &str,
-    ) -> Result<Result<AsyncSmtpConnection, SmtpError>, SendError> {
+    ) -> Result<Result<Conn, SmtpError>, SendError> {
         // Fetched before connecting: a token that cannot be had is the fault to report.
         let token = self
             .tokens
