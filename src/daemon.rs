@@ -23,7 +23,7 @@ const DELIVERY_BATCH: usize = 500;
 /// as sent is the one that a crash would send twice (SPEC §5), so this is kept small: with
 /// TCP_NODELAY connections a send takes about a millisecond, and two in flight keep the relay
 /// and the store's commit busy together.
-const DELIVERY_WORKERS: usize = 2;
+const DELIVERY_WORKERS: usize = 4;
 
 /// The daemon's idea of the time: the real clock, or a fixed moment (`--now`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -118,6 +118,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         let pending = self.source.pending()?;
         if pending.is_empty() {
             round.delivery = self.deliver()?;
+            self.settle();
             return Ok(round);
         }
         let (store, transport, clock) = (self.store, self.transport, self.clock);
@@ -146,7 +147,17 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         round.delivery.add(worked?);
         let sent = self.deliver()?;
         round.delivery.add(sent);
+        self.settle();
         Ok(round)
+    }
+
+    /// Fold what delivery recorded on the side into the store proper, so a reader of the
+    /// database alone sees every send once a round is over. Trouble here loses nothing (the
+    /// record stays where it is and is folded later), so it is only logged.
+    fn settle(&self) {
+        if let Err(e) = self.store.settle() {
+            tracing::warn!("sent replies recorded, not yet folded into the outbox: {e}");
+        }
     }
 
     /// File every pending message, batch after batch, waking the delivery thread after each
@@ -223,7 +234,8 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
     ) -> Result<bool, DaemonError> {
         let groups = by_size(chunk, FETCH_BYTES);
         let mut first = Some(first);
-        let closed = gate.close();
+        // A store that records sends apart from the filing lets delivery run on throughout.
+        let closed = (!self.store.delivers_beside_filing()).then(|| gate.close());
         if let Err(e) = self.store.begin_batch() {
             tracing::warn!("cannot start filing, messages left in the inbox: {e}");
             round.deferred += chunk.len();

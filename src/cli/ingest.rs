@@ -9,7 +9,7 @@ use super::{common, Exit, Global};
 use crate::daemon::Clock;
 use crate::outbound::deliver_due;
 use crate::pipeline::{self, Incoming};
-use crate::store::sha256_hex;
+use crate::store::{sha256_hex, Store};
 use std::io::Read;
 
 /// File and answer one message read from standard input (for an MTA pipe).
@@ -56,6 +56,9 @@ fn ingest(args: &Args) -> anyhow::Result<Exit> {
             }
         }
         Err(e) => tracing::warn!("replies queued, not yet sent: {e}"),
+    }
+    if let Err(e) = store.settle() {
+        tracing::warn!("sent replies recorded, not yet folded into the outbox: {e}");
     }
     println!("{}: {} {}", done.class, done.outcome, done.receipts.join(" "));
     Ok(Exit::Ok)

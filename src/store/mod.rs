@@ -19,7 +19,7 @@ pub use blobs::{is_sha256_hex, sha256_hex, Blobs};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use rules::{norm_message_id, receipt};
-pub use sqlite::SqliteStore;
+pub use sqlite::{journal_path, SqliteStore};
 pub use types::*;
 
 use crate::outbound::Outbox;
@@ -80,6 +80,19 @@ pub trait Store: Outbox<Error = StoreError> + Send + Sync {
 
     /// Abandon the batch: none of its filings happened.
     fn rollback_batch(&self) {}
+
+    /// Whether replies may be sent, and recorded, while a batch is open: the store's outbox
+    /// shows delivery only committed filings and records a send without waiting for the batch.
+    /// When false, delivery pauses while a batch is open (see `outbound::Gate`).
+    fn delivers_beside_filing(&self) -> bool {
+        false
+    }
+
+    /// Bring what delivery recorded on the side into the store proper (see
+    /// `delivers_beside_filing`); called when a round's delivery is over.
+    fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether a guidance reply to `sender` was queued on `day` (UTC).
     fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError>;

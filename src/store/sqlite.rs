@@ -1,10 +1,14 @@
 //! The embedded default store: one SQLite database (WAL, `synchronous=FULL`, foreign keys on)
-//! beside a blob directory. One connection behind a mutex serves the daemon's blocking threads;
-//! SQLite serialises writers anyway, and `busy_timeout` lets a second process (`ingest` beside
-//! `run`) wait its turn instead of failing.
+//! beside a blob directory, and a small journal of sent replies (`sent`). One connection behind
+//! a mutex files; a second one, with the journal attached, serves delivery, so replies go out
+//! and are recorded while a batch is being filed. SQLite serialises writers anyway, and
+//! `busy_timeout` lets a second process (`ingest` beside `run`) wait its turn instead of failing.
 
 mod filing;
 mod outbox;
+mod sent;
+
+pub use sent::journal_path;
 
 use super::rules::{norm_message_id, norm_org, StatusBuilder};
 use super::{
@@ -26,6 +30,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Delivery's connection: reads only committed rows, records sends in the journal.
+    delivery: Mutex<Connection>,
+    recorder: sent::Recorder,
     blobs: Blobs,
     path: PathBuf,
     /// A group commit is open (see `Store::begin_batch`).
@@ -47,7 +54,7 @@ impl SqliteStore {
         // One plan per statement whatever the bound values: otherwise a statement that a partial
         // index might serve is planned again on every execution, undoing the cache above.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-        let mode = wal_mode(&conn)?;
+        let mode = wal_mode(&conn, "main")?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Data(format!("journal_mode is {mode}, WAL was asked for")));
         }
@@ -55,7 +62,19 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
         let blobs = Blobs::open(blob_dir.as_ref())?;
-        Ok(SqliteStore { conn: Mutex::new(conn), blobs, path, in_batch: AtomicBool::new(false) })
+        let delivery = sent::open_delivery(&path)?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+            delivery: Mutex::new(delivery),
+            recorder: sent::Recorder::default(),
+            blobs,
+            path,
+            in_batch: AtomicBool::new(false),
+        };
+        // Sends recorded since the last fold (or before a crash) reach the outbox now.
+        store.settle()?;
+        sent::prune(&*store.delivery()?, Utc::now())?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -74,15 +93,22 @@ impl SqliteStore {
     fn conn(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
+
+    /// Never taken while holding the main database's write lock (a delivery thread holding it
+    /// may be waiting for that lock).
+    fn delivery(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.delivery.lock().map_err(|_| StoreError::Poisoned)
+    }
 }
 
 /// Switch to WAL. On a brand-new database file that other processes are opening at the same
 /// moment, SQLite can answer BUSY here without calling the busy handler, so it is retried for
 /// up to the busy timeout.
-fn wal_mode(conn: &Connection) -> Result<String, StoreError> {
+fn wal_mode(conn: &Connection, schema: &str) -> Result<String, StoreError> {
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let sql = format!("PRAGMA {schema}.journal_mode = WAL");
     loop {
-        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+        match conn.query_row(&sql, [], |r| r.get::<_, String>(0)) {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
                     && std::time::Instant::now() < deadline =>
@@ -204,13 +230,38 @@ impl Store for SqliteStore {
     }
 
     fn begin_batch(&self) -> Result<(), StoreError> {
+        // Read before the write lock is taken (see `delivery`); folded inside the batch.
+        let entries = sent::unfolded(&*self.delivery()?)?;
         let conn = self.conn()?;
         if self.in_batch.load(Ordering::SeqCst) {
             return Err(StoreError::Data("a batch is already open".into()));
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
+        if let Err(e) = sent::fold(&conn, &entries) {
+            let _ = conn.execute_batch("ROLLBACK"); // the error that matters is the first
+            return Err(e);
+        }
         self.in_batch.store(true, Ordering::SeqCst);
         self.blobs.set_deferred(true);
+        Ok(())
+    }
+
+    fn delivers_beside_filing(&self) -> bool {
+        true
+    }
+
+    fn settle(&self) -> Result<(), StoreError> {
+        let entries = sent::unfolded(&*self.delivery()?)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        if self.in_batch.load(Ordering::SeqCst) {
+            return Ok(()); // the batch folds them at its next start
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        sent::fold(&tx, &entries)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -226,6 +277,12 @@ impl Store for SqliteStore {
         }
         self.in_batch.store(false, Ordering::SeqCst);
         self.blobs.set_deferred(false);
+        if committed.is_ok() {
+            // Housekeeping: a failure here costs nothing but a longer journal.
+            if let Ok(delivery) = self.delivery() {
+                let _ = sent::prune(&delivery, Utc::now());
+            }
+        }
         committed
     }
 
@@ -336,11 +393,14 @@ impl Store for SqliteStore {
     }
 
     fn replies_for(&self, message: i64) -> Result<Vec<ReplyRow>, StoreError> {
-        let conn = self.conn()?;
+        // Through the journal: a send not yet folded into the outbox is a send all the same.
+        let conn = self.delivery()?;
         let mut stmt = conn.prepare(
-            "SELECT id, message, message_id, kind, recipients, raw, attempts, next_attempt_at,
-                    sent_at, last_error, failed_permanently, bounced_at
-             FROM outbox WHERE message = ?1 ORDER BY id",
+            "SELECT o.id, o.message, o.message_id, o.kind, o.recipients, o.raw,
+                    o.attempts + (o.sent_at IS NULL AND s.id IS NOT NULL), o.next_attempt_at,
+                    COALESCE(o.sent_at, s.at), o.last_error, o.failed_permanently, o.bounced_at
+             FROM main.outbox o LEFT JOIN sent.sent s ON s.id = o.id
+             WHERE o.message = ?1 ORDER BY o.id",
         )?;
         let rows = stmt.query_map([message], |r| {
             Ok(ReplyRow {

@@ -385,6 +385,114 @@ fn a_filing_survives_reopening_and_its_unsent_reply_is_still_due() {
     assert!(raw.ends_with(b"\r\n\r\na"));
 }
 
+/// Files a question with one reply; returns the message and the reply's outbox id.
+fn question_with_reply(store: &SqliteStore, body: &str) -> (i64, i64) {
+    let mut f = message(store, body, Some(&format!("{body}@leeds.nhs.test")));
+    f.class = "question".into();
+    let reply_id = format!("ack-{body}@dh.test");
+    let Ok(Filed::New(assigned)) =
+        store.file(&f, &mut |_| vec![reply(&reply_id, "acknowledgement")])
+    else {
+        panic!("not filed as new");
+    };
+    let id = store.replies_for(assigned.message).expect("replies")[0].id;
+    (assigned.message, id)
+}
+
+fn events(store: &SqliteStore, message: i64) -> Vec<String> {
+    store.audit_for(message).expect("audit").into_iter().map(|a| a.event).collect()
+}
+
+/// Filing holds the write lock for a whole batch; a reply sent meanwhile is recorded at once
+/// in the sent journal, not after the batch, and reaches the outbox with the next batch.
+#[test]
+fn a_send_is_recorded_at_once_while_a_batch_is_open_and_folded_into_the_outbox_later() {
+    let (_dir, store) = sqlite_store();
+    let (msg, id) = question_with_reply(&store, "q1");
+    store.begin_batch().expect("batch");
+    // A filing in the open batch: its reply must not be visible to delivery yet.
+    let mut f = message(&store, "q2", Some("q2@leeds.nhs.test"));
+    f.class = "question".into();
+    store.file(&f, &mut |_| vec![reply("ack-q2@dh.test", "acknowledgement")]).expect("file");
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = &store;
+        scope.spawn(move || {
+            let due = store.due(t0(), 10).expect("due");
+            let ids: Vec<_> = due.iter().map(|d| d.message_id.clone()).collect();
+            let sent = store.mark_sent(id, t0());
+            let _ = tx.send((ids, sent.is_ok()));
+        });
+        let (ids, recorded) = rx
+            .recv_timeout(std::time::Duration::from_secs(3))
+            .expect("delivery waited for the batch to commit");
+        assert_eq!(ids, ["ack-q1@dh.test"], "only the committed filing's reply is due");
+        assert!(recorded);
+    });
+    let row = store.replies_for(msg).expect("replies").remove(0);
+    assert_eq!((row.sent_at, row.attempts), (Some(t0()), 1), "sent, seen through the journal");
+    assert!(!events(&store, msg).contains(&"reply_sent".to_string()), "not folded yet");
+    store.commit_batch().expect("commit");
+    assert!(store.due(t0(), 10).expect("due").iter().all(|d| d.id != id), "never due again");
+
+    store.begin_batch().expect("next batch folds the journal");
+    store.commit_batch().expect("commit");
+    assert_eq!(events(&store, msg).iter().filter(|e| *e == "reply_sent").count(), 1);
+    store.mark_sent(id, t0() + Duration::hours(1)).expect("marking twice is harmless");
+    store.begin_batch().expect("batch");
+    store.commit_batch().expect("commit");
+    assert_eq!(events(&store, msg).iter().filter(|e| *e == "reply_sent").count(), 1);
+    let row = store.replies_for(msg).expect("replies").remove(0);
+    assert_eq!((row.sent_at, row.attempts), (Some(t0()), 1), "the first record stands");
+}
+
+/// A crash after the relay accepted a reply and the journal recorded it, before any batch
+/// folded it: the next opening folds it, and the reply is never due again.
+#[test]
+fn sends_recorded_before_a_crash_are_folded_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (message, id) = {
+        let store = open_sqlite(dir.path());
+        let (message, id) = question_with_reply(&store, "q1");
+        store.mark_sent(id, t0()).expect("sent");
+        (message, id)
+    };
+    let journal = iapt_intake::store::journal_path(&dir.path().join("var/iapt-intake.db"));
+    assert!(journal.exists(), "{} holds the record", journal.display());
+    let store = open_sqlite(dir.path());
+    assert!(store.due(t0(), 10).expect("due").is_empty());
+    assert_eq!(events(&store, message).iter().filter(|e| *e == "reply_sent").count(), 1);
+    // Read straight from the main database, as an outside reader without the journal would.
+    let db = rusqlite::Connection::open(dir.path().join("var/iapt-intake.db")).expect("open");
+    let sent_at: Option<String> =
+        db.query_row("SELECT sent_at FROM outbox WHERE id = ?1", [id], |r| r.get(0)).expect("row");
+    assert!(sent_at.is_some(), "folded into the outbox itself");
+}
+
+/// Parallel senders share the journal's flushes: every send is recorded exactly once.
+#[test]
+fn parallel_sends_are_each_recorded_once() {
+    let (_dir, store) = sqlite_store();
+    let ids: Vec<(i64, i64)> =
+        (0..40).map(|i| question_with_reply(&store, &format!("p{i}"))).collect();
+    std::thread::scope(|scope| {
+        for chunk in ids.chunks(10) {
+            let store = &store;
+            scope.spawn(move || {
+                for (_, id) in chunk {
+                    store.mark_sent(*id, t0()).expect("sent");
+                }
+            });
+        }
+    });
+    assert!(store.due(t0(), 100).expect("due").is_empty());
+    store.begin_batch().expect("fold");
+    store.commit_batch().expect("commit");
+    for (message, _) in &ids {
+        assert_eq!(events(&store, *message).iter().filter(|e| *e == "reply_sent").count(), 1);
+    }
+}
+
 #[test]
 fn an_older_schema_is_migrated_on_open_keeping_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");

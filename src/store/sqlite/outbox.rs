@@ -1,6 +1,7 @@
 //! The outbox side of the SQLite store: which replies are due, and recording each delivery
-//! attempt. `mark_sent` is one short transaction, keeping the window in which a crash could
-//! cause a second (identical) copy as small as the store allows (SPEC §5).
+//! attempt, on the delivery connection. `mark_sent` is one short transaction in the sent
+//! journal, which no filing holds up, keeping the window in which a crash could cause a second
+//! (identical) copy as small as the store allows (SPEC §5).
 
 use super::filing::audit;
 use super::{get_json, get_u32, ts, SqliteStore};
@@ -14,43 +15,42 @@ impl Outbox for SqliteStore {
     type Error = StoreError;
 
     fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, message_id, envelope_from, recipients, raw, attempts FROM outbox
-             WHERE sent_at IS NULL AND failed_permanently = 0 AND next_attempt_at <= ?1
-             ORDER BY id LIMIT ?2",
-        )?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![ts(now), limit], |r| {
-            Ok(OutboxItem {
-                id: r.get(0)?,
-                message_id: r.get(1)?,
-                envelope_from: r.get(2)?,
-                recipients: get_json(r, 3)?,
-                raw: r.get(4)?,
-                attempts: get_u32(r, 5)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut conn = self.delivery()?;
+        // The journal is read first, then the outbox: an entry gone from the journal was
+        // folded into the outbox before it went, so the later outbox read shows it as sent.
+        let tx = conn.transaction()?;
+        tx.prepare_cached("SELECT count(*) FROM sent.sent WHERE id = 0")?
+            .query_row([], |r| r.get::<_, i64>(0))?;
+        let items = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT o.id, o.message_id, o.envelope_from, o.recipients, o.raw, o.attempts
+                 FROM main.outbox o
+                 WHERE o.sent_at IS NULL AND o.failed_permanently = 0 AND o.next_attempt_at <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM sent.sent s WHERE s.id = o.id)
+                 ORDER BY o.id LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![ts(now), limit], |r| {
+                Ok(OutboxItem {
+                    id: r.get(0)?,
+                    message_id: r.get(1)?,
+                    envelope_from: r.get(2)?,
+                    recipients: get_json(r, 3)?,
+                    raw: r.get(4)?,
+                    attempts: get_u32(r, 5)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(items)
     }
 
     fn mark_sent(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let updated: Option<(i64, String)> = tx
-            .prepare_cached(
-                "UPDATE outbox SET sent_at = ?2, last_attempt_at = ?2, attempts = attempts + 1
-                 WHERE id = ?1 AND sent_at IS NULL RETURNING message, message_id",
-            )?
-            .query_row(params![id, ts(at)], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        match updated {
-            Some((message, message_id)) => {
-                audit(&tx, at, Some(message), "reply_sent", &json!({"message_id": message_id}))?;
-                tx.commit()?;
-                Ok(())
-            }
-            None => already_sent_or_unknown(&tx, id),
+        if self.recorder.record(&self.delivery, id, at)? {
+            Ok(())
+        } else {
+            already_sent_or_unknown(&*self.delivery()?, id)
         }
     }
 
@@ -62,13 +62,16 @@ impl Outbox for SqliteStore {
         permanent: bool,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Deferred: the write lock is taken on the main database alone (an immediate
+        // transaction would lock the journal too), after any open batch commits.
+        let mut conn = self.delivery()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let updated: Option<(i64, String, i64)> = tx
             .prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?2, last_error = ?3,
                      failed_permanently = ?4, next_attempt_at = ?5
                  WHERE id = ?1 AND sent_at IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM sent.sent WHERE sent.id = ?1)
                  RETURNING message, message_id, attempts",
             )?
             .query_row(params![id, ts(at), error, permanent, ts(retry_at.unwrap_or(at))], |r| {
@@ -95,7 +98,7 @@ impl Outbox for SqliteStore {
 /// bookkeeping is harmless); an id that was never queued is an error.
 fn already_sent_or_unknown(tx: &rusqlite::Connection, id: i64) -> Result<(), StoreError> {
     let exists: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE id = ?1)")?
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM main.outbox WHERE id = ?1)")?
         .query_row([id], |r| r.get(0))?;
     if exists {
         Ok(())
