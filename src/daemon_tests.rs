@@ -14,6 +14,24 @@ fn env() -> Env {
     Env::new(config, Collections::from_definitions(Vec::new()), Registry::default(), templates)
 }
 
+/// A daemon over `store`, `source` and `transport` that believes it is `at`.
+fn daemon_at<'a, S: Store, M: MailSource, T: Transport + ?Sized>(
+    store: &'a S,
+    source: M,
+    transport: &'a T,
+    env: &'a Env,
+    at: DateTime<Utc>,
+) -> Daemon<'a, S, M, T> {
+    Daemon {
+        store,
+        source,
+        transport,
+        env,
+        clock: Clock { fixed: Some(at) },
+        shutdown: Shutdown::default(),
+    }
+}
+
 fn queue(store: &MemoryStore, i: usize, at: DateTime<Utc>) {
     let filing = Filing {
         source_key: format!("m{i}"),
@@ -67,14 +85,7 @@ fn one_round_delivers_every_due_reply_even_beyond_one_batch() {
     }
     let transport = MemoryTransport::new();
     let env = env();
-    let mut daemon = Daemon {
-        store: &store,
-        source: MemorySource::new(),
-        transport: &transport,
-        env: &env,
-        clock: Clock { fixed: Some(at) },
-        shutdown: Shutdown::default(),
-    };
+    let mut daemon = daemon_at(&store, MemorySource::new(), &transport, &env, at);
     let round = daemon.round().expect("round");
     assert_eq!(round.delivery.sent, DELIVERY_BATCH + 1);
     assert_eq!(transport.sent().len(), DELIVERY_BATCH + 1);
@@ -112,15 +123,8 @@ fn a_mailbox_outage_does_not_stop_the_daemon() {
         "From: a@leeds.nhs.test\r\nAuto-Submitted: auto-replied\r\nSubject: Out of office\r\n\r\nAway.\r\n",
     );
     source.set_offline(true);
-    let shutdown = Shutdown::default();
-    let mut daemon = Daemon {
-        store: &store,
-        source: source.clone(),
-        transport: &transport,
-        env: &env,
-        clock: Clock { fixed: Some(at) },
-        shutdown: shutdown.clone(),
-    };
+    let mut daemon = daemon_at(&store, source.clone(), &transport, &env, at);
+    let shutdown = daemon.shutdown.clone();
     let result = std::thread::scope(|scope| {
         let running = scope.spawn(move || daemon.run(Duration::from_millis(100)));
         std::thread::sleep(Duration::from_millis(500));
@@ -197,14 +201,7 @@ fn replies_go_out_during_filing_but_only_for_committed_filings() {
         uncommitted: AtomicUsize::new(0),
     };
     let env = env();
-    let mut daemon = Daemon {
-        store: &store,
-        source: source.clone(),
-        transport: &transport,
-        env: &env,
-        clock: Clock { fixed: Some(at) },
-        shutdown: Shutdown::default(),
-    };
+    let mut daemon = daemon_at(&store, source.clone(), &transport, &env, at);
     let round = daemon.round().expect("round");
     assert_eq!(round.processed.len(), count);
     assert_eq!(source.processed().len(), count, "every message moved out");

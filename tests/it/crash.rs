@@ -13,11 +13,10 @@ mod faults_stack;
 mod kill;
 mod standby;
 
+pub use crate::pipeline::support::daemon::{log_text, Daemon};
 use iapt_intake::store::Blobs;
 use rusqlite::Connection;
-use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iapt-intake");
@@ -58,85 +57,6 @@ impl Rng {
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
-}
-
-/// One `iapt-intake run` process, its log appended to a file that outlives it (so a test can
-/// read what every incarnation said).
-pub struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    /// Starts `run --now NOW --config <config>`, logging at `info` to `log` (appended).
-    pub fn start(config: &Path, log: &Path) -> Daemon {
-        Daemon::spawn(config, log, Some(NOW))
-    }
-
-    /// `iapt-intake run`, at the fixed moment `now` or on the real clock (`None`), logging at
-    /// `info` to `log` (appended).
-    pub fn spawn(config: &Path, log: &Path, now: Option<&str>) -> Daemon {
-        let out = File::options().create(true).append(true).open(log).expect("daemon log");
-        let err = out.try_clone().expect("log handle");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run");
-        if let Some(now) = now {
-            cmd.args(["--now", now]);
-        }
-        let child = cmd
-            .arg("--config")
-            .arg(config)
-            .env("IAPT_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("the daemon starts");
-        Daemon { child }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL, no warning, then reap it.
-    pub fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    /// SIGTERM and wait up to 10 s for it to exit; its exit status, or `None` if it was still
-    /// running (it is then killed).
-    pub fn stop(mut self) -> Option<std::process::ExitStatus> {
-        let sent = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        assert!(sent.expect("kill").success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-
-    /// Whether the process has exited.
-    pub fn exited(&mut self) -> bool {
-        self.child.try_wait().expect("wait").is_some()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The daemon's log so far.
-pub fn log_text(log: &Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
 }
 
 /// Polls `cond` every 100 ms until it holds or `limit` passes; true when it held.

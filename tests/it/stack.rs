@@ -11,6 +11,7 @@ mod outage;
 
 use crate::imap::smtp_send;
 use crate::mailstack::MailStack;
+use crate::pipeline::support::daemon::Daemon;
 use crate::pipeline::support::{reply_of, Mail, Reply};
 use crate::pipeline::support::{write_stack_config, Replies, StackConfig};
 use iapt_intake::config::{Auth, Credential, Imap, SecretSource, Tls};
@@ -19,7 +20,7 @@ use iapt_intake::mailbox::MailSource;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -91,21 +92,7 @@ impl Intake {
 
     /// The long-running daemon, its log appended to `daemon.log` in the test's directory.
     fn spawn(&self, now: &str) -> Daemon {
-        let log_path = self.dir.path().join("daemon.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log file");
-        let child = Command::new(BIN)
-            .args(["run", "--now", now, "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start the daemon");
-        Daemon { child: Some(child), log: log_path }
+        Daemon::spawn(&self.config, &self.dir.path().join("daemon.log"), Some(now))
     }
 
     /// Every message in `key`'s mailbox (Dovecot's Maildir: new/ and cur/), read as its owner
@@ -221,44 +208,6 @@ fn write_registry(stack: &MailStack, dir: &Path) -> PathBuf {
     std::fs::write(&path, text.replace("@bradford-and-airedale.nhs.test", domain))
         .expect("write registry");
     path
-}
-
-/// The spawned daemon; killed on drop if a test fails before it stops it.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// SIGTERM, then waits (bounded) for the exit; returns the status, the time it took and the
-    /// log so far.
-    fn stop(mut self) -> (ExitStatus, Duration, String) {
-        let mut child = self.child.take().expect("running");
-        let asked = Instant::now();
-        let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        assert!(killed.expect("kill").success());
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if asked.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                panic!("no exit within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        (status, asked.elapsed(), log)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// Puts `raw` straight into the intake INBOX with IMAP APPEND (for when Postfix is down): a

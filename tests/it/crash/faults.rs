@@ -6,7 +6,7 @@
 //! root writing), filled with a filler file; then the blob directory is replaced by a plain
 //! file (a read-only remount is refused while the database is open for writing).
 
-use super::{assert_store_consistent, log_text, wait_until, Daemon, StoreView};
+use super::{assert_store_consistent, log_text, wait_until, Daemon, StoreView, NOW};
 use crate::pipeline::support::{self, reply_of, Mail, ReturnBook, Settings, ANN};
 use iapt_intake::mailbox::Maildir;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,7 @@ fn a_full_disk_then_an_unwritable_store_leave_mail_in_the_inbox_say_why_and_resu
         wait_until(Duration::from_secs(60), || db.exists() && StoreView::open(&db).messages() == n)
     };
 
-    let mut daemon = Daemon::start(&config, &log);
+    let mut daemon = Daemon::spawn(&config, &log, Some(NOW));
     deliver(&mailbox, 0, 3);
     assert!(filed(3), "baseline not filed:\n{}", log_text(&log));
 

@@ -8,7 +8,7 @@
 //! the store consistent.
 
 use super::corpus::{self, Original};
-use super::{assert_store_consistent, log_text, wait_until, Daemon, Rng, StoreView};
+use super::{assert_store_consistent, log_text, wait_until, Daemon, Rng, StoreView, NOW};
 use crate::imap::smtp_send;
 use crate::mailstack::MailStack;
 use crate::pipeline::support::{write_stack_config, Replies, StackConfig};
@@ -109,7 +109,7 @@ fn killed_at_random_twenty_times_files_every_message_once_and_answers_each_once(
     let mut kills = 0usize;
     let mut starts_before_last = 0;
     let mut waves = rest.chunks(rest.len().div_ceil(WAVES));
-    let mut daemon = Daemon::start(&config, &log);
+    let mut daemon = Daemon::spawn(&config, &log, Some(NOW));
     while kills < KILLS {
         std::thread::sleep(Duration::from_millis(rng.between(50, 1500)));
         daemon.kill9();
@@ -123,7 +123,7 @@ fn killed_at_random_twenty_times_files_every_message_once_and_answers_each_once(
         if kills == KILLS {
             starts_before_last = log_text(&log).matches(RUNNING).count();
         }
-        daemon = Daemon::start(&config, &log);
+        daemon = Daemon::spawn(&config, &log, Some(NOW));
     }
     for wave in waves {
         send_all(&stack, wave);

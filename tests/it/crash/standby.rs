@@ -2,7 +2,7 @@
 //! and says so; every message is processed once, by the active one; when the active one is
 //! killed the standby takes over and carries on.
 
-use super::{log_text, wait_until, Daemon, StoreView};
+use super::{log_text, wait_until, Daemon, StoreView, NOW};
 use crate::pipeline::support::{self, reply_of, Mail, ReturnBook, Settings, ANN};
 use iapt_intake::mailbox::Maildir;
 use std::collections::BTreeSet;
@@ -41,9 +41,9 @@ fn a_second_daemon_waits_as_a_standby_and_takes_over_when_the_first_is_killed() 
     let db = dir.path().join("var/iapt-intake.db");
     let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
 
-    let first = Daemon::start(&config, &log_a);
+    let first = Daemon::spawn(&config, &log_a, Some(NOW));
     assert!(wait_until(Duration::from_secs(20), || log_text(&log_a).contains(RUNNING)));
-    let mut second = Daemon::start(&config, &log_b);
+    let mut second = Daemon::spawn(&config, &log_b, Some(NOW));
     let waits = wait_until(Duration::from_secs(20), || log_text(&log_b).contains(STANDBY));
     assert!(waits, "no standby line from the second daemon:\n{}", log_text(&log_b));
     assert!(log_text(&log_b).contains(&format!("pid {}", first.id())), "names the holder");

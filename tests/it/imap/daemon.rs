@@ -4,11 +4,12 @@
 
 use super::{deliver, intake_config, pending_until, processed_view, stack};
 use crate::mailstack::MailStack;
+use crate::pipeline::support::daemon::Daemon;
 use crate::pipeline::support::{repo, write_stack_config, Replies, StackConfig};
 use iapt_intake::mailbox::imap::ImapSource;
 use iapt_intake::mailbox::MailSource;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iapt-intake");
@@ -89,13 +90,7 @@ fn the_daemon_on_idle_files_new_mail_and_stops_promptly_on_sigterm() {
     let stack = stack("imap-daemon-idle");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(&stack, dir.path());
-    let mut daemon = Command::new(BIN)
-        .args(["run", "--now", NOW, "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the daemon");
+    let daemon = Daemon::spawn(&config, &dir.path().join("daemon.log"), Some(NOW));
     std::thread::sleep(Duration::from_millis(500)); // connected and waiting
     deliver(&stack, &leeds_return());
 
@@ -110,18 +105,9 @@ fn the_daemon_on_idle_files_new_mail_and_stops_promptly_on_sigterm() {
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert!(sent[0].contains("Result:        ACCEPTED\r\n"), "{}", sent[0]);
 
-    let stop = Instant::now();
-    let killed = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
-    assert!(killed.expect("kill").success());
-    let status = loop {
-        if let Some(status) = daemon.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(stop.elapsed() < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let log = std::io::read_to_string(daemon.stderr.take().expect("stderr")).expect("log");
+    let (status, took, log) = daemon.stop_and_log();
+    assert!(took < Duration::from_secs(5), "no exit within 5 s of SIGTERM");
     assert!(status.success(), "{log}");
     assert!(log.contains("IMAP connected"), "{log}");
-    assert!(stop.elapsed() < Duration::from_secs(3), "stopped in {:?}", stop.elapsed());
+    assert!(took < Duration::from_secs(3), "stopped in {took:?}");
 }

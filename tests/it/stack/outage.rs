@@ -51,7 +51,7 @@ fn the_daemon_reconnects_after_dovecot_restarts_and_answers_each_return_once() {
         assert_eq!(it.answers("LEEDS", id).len(), 1, "one answer to {id}");
     }
     assert_eq!(it.mailbox("LEEDS").len(), 2);
-    let (status, took, log) = daemon.stop();
+    let (status, took, log) = daemon.stop_and_log();
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("IMAP reconnected"), "{log}");
     assert_eq!(it.in_folder("INBOX"), 0, "{log}");
@@ -106,7 +106,7 @@ fn with_postfix_down_the_reply_waits_in_the_outbox_and_goes_out_once_it_is_back(
     let leeds = status.lines().find(|l| l.starts_with("5N1 ")).expect("Leeds's row");
     assert!(leeds.contains("accepted") && leeds.contains("IAPT-2011-12-Q1-5N1-1"), "{leeds}");
     assert!(!status.contains("Replies not delivered"), "{status}");
-    let (stopped, _, log) = daemon.stop();
+    let (stopped, _, log) = daemon.stop_and_log();
     assert!(stopped.success(), "{stopped}\n{log}");
     assert!(it.mailbox("LEEDS").is_empty());
 
@@ -121,7 +121,7 @@ fn with_postfix_down_the_reply_waits_in_the_outbox_and_goes_out_once_it_is_back(
     let row = wait_for_reply_row(&store, |r| r.sent_at.is_some());
     assert_eq!(row.attempts, 2, "{row:?}");
     std::thread::sleep(Duration::from_secs(1)); // time for a wrong second copy to land
-    let (stopped, _, log) = daemon.stop();
+    let (stopped, _, log) = daemon.stop_and_log();
     assert!(stopped.success(), "{stopped}\n{log}");
     assert_eq!(it.answers("LEEDS", "held@leeds.nhs.test").len(), 1, "exactly once");
     assert_eq!(it.mailbox("LEEDS").len(), 1);

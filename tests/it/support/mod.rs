@@ -5,6 +5,7 @@
 //!
 //! Owns test scaffolding only: it never decides what a correct answer is.
 
+pub mod daemon;
 pub mod mail;
 pub mod stack_config;
 pub mod workbook;
