@@ -20,9 +20,9 @@ const FETCH_BYTES: u64 = 8 * 1024 * 1024;
 /// Replies fetched from the outbox at a time.
 const DELIVERY_BATCH: usize = 500;
 /// Replies in flight at once. A reply the relay has accepted but the store has not yet recorded
-/// as sent is the one that a crash would send twice (SPEC §5), so this is kept small: with
-/// TCP_NODELAY connections a send takes about a millisecond, and two in flight keep the relay
-/// and the store's commit busy together.
+/// as sent is the one that a crash would send twice (SPEC §5), so this is kept small: a send
+/// takes about a millisecond, and four in flight share the sent journal's flushes (group commit)
+/// while keeping the relay busy.
 const DELIVERY_WORKERS: usize = 4;
 
 /// The daemon's idea of the time: the real clock, or a fixed moment (`--now`).

@@ -187,7 +187,7 @@ impl SmtpTransport {
         let inner = &self.inner;
         inner.runtime.block_on(async {
             let mut conn = inner.open().await?;
-            let alive = tokio::time::timeout(inner.link.timeout, conn.smtp.test_connected()).await;
+            let alive = tokio::time::timeout(inner.link.timeout, conn.test_connected()).await;
             if !matches!(alive, Ok(true)) {
                 return Err(SendError::transient(format!("relay {} did not answer", inner.relay)));
             }

@@ -47,19 +47,7 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::io("create", parent, e))?;
         }
-        let mut conn = Connection::open(&path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // Filing and delivery run the same few statements for every message: parse each once.
-        conn.set_prepared_statement_cache_capacity(64);
-        // One plan per statement whatever the bound values: otherwise a statement that a partial
-        // index might serve is planned again on every execution, undoing the cache above.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-        let mode = wal_mode(&conn, "main")?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Data(format!("journal_mode is {mode}, WAL was asked for")));
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut conn = connect(&path)?;
         schema::migrate(&mut conn)?;
         let blobs = Blobs::open(blob_dir.as_ref())?;
         let delivery = sent::open_delivery(&path)?;
@@ -99,6 +87,33 @@ impl SqliteStore {
     fn delivery(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.delivery.lock().map_err(|_| StoreError::Poisoned)
     }
+}
+
+/// A connection to the database at `path` as every part of the store uses it: WAL, full sync,
+/// foreign keys on, a busy timeout, and statements prepared once.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Filing and delivery run the same few statements for every message: parse each once.
+    conn.set_prepared_statement_cache_capacity(64);
+    // One plan per statement whatever the bound values: otherwise a statement that a partial
+    // index might serve is planned again on every execution, undoing the cache above.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    require_wal(&conn, "main")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Puts database `schema` of `conn` in WAL mode, or says why it is not.
+fn require_wal(conn: &Connection, schema: &str) -> Result<(), StoreError> {
+    let mode = wal_mode(conn, schema)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Data(format!(
+            "{schema} journal_mode is {mode}, WAL was asked for"
+        )));
+    }
+    Ok(())
 }
 
 /// Switch to WAL. On a brand-new database file that other processes are opening at the same

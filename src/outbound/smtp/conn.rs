@@ -250,6 +250,11 @@ impl Conn {
     pub(super) fn has_broken(&self) -> bool {
         self.smtp.has_broken()
     }
+
+    /// NOOP: whether the relay still answers on this connection.
+    pub(super) async fn test_connected(&mut self) -> bool {
+        self.smtp.test_connected().await
+    }
 }
 
 /// No address of the envelope needs SMTPUTF8.
@@ -311,7 +316,7 @@ impl Pool {
                 continue;
             }
             if since.elapsed() > self.check_after {
-                let alive = tokio::time::timeout(timeout, conn.smtp.test_connected()).await;
+                let alive = tokio::time::timeout(timeout, conn.test_connected()).await;
                 if !matches!(alive, Ok(true)) {
                     continue;
                 }

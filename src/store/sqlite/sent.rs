@@ -15,10 +15,10 @@
 //! `due`) means no reader can see a reply as neither sent nor journaled.
 
 use super::filing::audit;
-use super::{ts, wal_mode, BUSY_TIMEOUT};
+use super::{connect, get_ts, require_wal, ts};
 use crate::store::StoreError;
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -36,18 +36,10 @@ pub fn journal_path(db: &Path) -> PathBuf {
 /// The delivery side's connection: the main database, with the journal attached as `sent`
 /// (created if need be).
 pub(super) fn open_delivery(db: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(db)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.set_prepared_statement_cache_capacity(16);
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let conn = connect(db)?;
     let journal = journal_path(db);
     conn.execute("ATTACH DATABASE ?1 AS sent", [journal.to_string_lossy()])?;
-    let mode = wal_mode(&conn, "sent")?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Data(format!("sent journal mode is {mode}, WAL was asked for")));
-    }
+    require_wal(&conn, "sent")?;
     conn.pragma_update(Some("sent"), "synchronous", "FULL")?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS sent.sent (
@@ -144,35 +136,31 @@ fn write(conn: &mut Connection, batch: &[(u64, i64, String)]) -> Result<Vec<bool
 }
 
 /// Journal entries not yet folded into the outbox, oldest first.
-pub(super) fn unfolded(conn: &Connection) -> Result<Vec<(i64, String)>, StoreError> {
+pub(super) fn unfolded(conn: &Connection) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, s.at FROM sent.sent s JOIN main.outbox o ON o.id = s.id
          WHERE o.sent_at IS NULL ORDER BY s.id",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, get_ts(r, 1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Writes `entries` (from [`unfolded`]) into the outbox and the audit trail, inside the caller's
 /// open transaction on the main database. An entry already folded changes nothing.
-pub(super) fn fold(main: &Connection, entries: &[(i64, String)]) -> Result<usize, StoreError> {
+pub(super) fn fold(
+    main: &Connection,
+    entries: &[(i64, DateTime<Utc>)],
+) -> Result<usize, StoreError> {
     let mut folded = 0;
-    for (id, at) in entries {
+    for &(id, at) in entries {
         let updated: Option<(i64, String)> = main
             .prepare_cached(
                 "UPDATE outbox SET sent_at = ?2, last_attempt_at = ?2, attempts = attempts + 1
                  WHERE id = ?1 AND sent_at IS NULL RETURNING message, message_id",
             )?
-            .query_row(params![id, at], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
+            .query_row(params![id, ts(at)], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
         if let Some((message, message_id)) = updated {
-            let at = DateTime::parse_from_rfc3339(at)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| StoreError::Data(format!("sent journal: bad time {at}: {e}")))?;
             audit(main, at, Some(message), "reply_sent", &json!({"message_id": message_id}))?;
             folded += 1;
         }
