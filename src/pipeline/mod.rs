@@ -15,7 +15,7 @@ pub use env::Env;
 pub use outcome::Processed;
 
 use crate::guarded::read_with_timeout;
-use crate::mail::{classify, Classification, Inbound};
+use crate::mail::{classify, Attachment, Classification, Inbound};
 use crate::reply::{self, Original, ReplyKind};
 use crate::store::{sha256_hex, Assigned, AuditEvent, Filed, Filing, NewReply, Store, StoreError};
 use crate::workbook::{ReadError, Workbook};
@@ -113,22 +113,32 @@ pub fn prepare(env: &Env, raw: &[u8]) -> Prepared {
     // Over the limit, only the header block is parsed: enough to answer, nothing large decoded.
     let inbound = if too_large { Inbound::parse(header_block(raw)) } else { Inbound::parse(raw) };
     let class = classify(&inbound, &env.classify_context());
-    let mut reads = HashMap::new();
-    if let (Classification::Submission { attachments, .. }, false) = (&class, too_large) {
-        let limits = env.config.limits;
-        for &i in attachments {
-            if let Some(att) = inbound.attachments.get(i) {
-                let read = read_with_timeout(
-                    att.bytes.clone(),
-                    &att.name,
-                    limits.workbook,
-                    limits.attachment_timeout,
-                );
-                reads.insert(i, read);
-            }
-        }
-    }
+    let limits = env.config.limits;
+    let reads = return_attachments(&class, too_large, &inbound)
+        .map(|(i, att)| {
+            let read = read_with_timeout(
+                att.bytes.clone(),
+                &att.name,
+                limits.workbook,
+                limits.attachment_timeout,
+            );
+            (i, read)
+        })
+        .collect();
     Prepared { sha, too_large, inbound, class, reads, raw_staged: false, staged: HashMap::new() }
+}
+
+/// The return attachments of a submission that was parsed whole, with their indexes.
+fn return_attachments<'m>(
+    class: &'m Classification,
+    too_large: bool,
+    inbound: &'m Inbound,
+) -> impl Iterator<Item = (usize, &'m Attachment)> {
+    let indexes: &[usize] = match class {
+        Classification::Submission { attachments, .. } if !too_large => attachments,
+        _ => &[],
+    };
+    indexes.iter().filter_map(|&i| inbound.attachments.get(i).map(|att| (i, att)))
 }
 
 /// Write the blobs a prepared message will be filed with (the raw message and each return
@@ -136,17 +146,10 @@ pub fn prepare(env: &Env, raw: &[u8]) -> Prepared {
 /// here is simply written again by the filing, which reports the trouble where it matters.
 pub fn stage_blobs<S: Store + ?Sized>(store: &S, prepared: &mut Prepared, raw: &[u8]) {
     prepared.raw_staged = store.stage_blob(raw).is_ok();
-    if let (Classification::Submission { attachments, .. }, false) =
-        (&prepared.class, prepared.too_large)
-    {
-        for &i in attachments {
-            if let Some(att) = prepared.inbound.attachments.get(i) {
-                if let Ok(sha) = store.stage_blob(&att.bytes) {
-                    prepared.staged.insert(i, sha);
-                }
-            }
-        }
-    }
+    let staged = return_attachments(&prepared.class, prepared.too_large, &prepared.inbound)
+        .filter_map(|(i, att)| store.stage_blob(&att.bytes).ok().map(|sha| (i, sha)))
+        .collect();
+    prepared.staged = staged;
 }
 
 /// Process one message. `now` stamps the filing and the replies; `msg.received_at` judges windows.

@@ -105,8 +105,12 @@ fn insert_return(
     let org = norm_org(&r.org);
     let numbered = match &r.period {
         Some(period) => {
-            let last: i64 = tx.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM return_versions WHERE org = ?1 AND period = ?2")?.query_row(params![org, period],
-                |row| row.get(0))?;
+            let last: i64 = tx
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(version), 0) FROM return_versions
+                     WHERE org = ?1 AND period = ?2",
+                )?
+                .query_row(params![org, period], |row| row.get(0))?;
             let version = u32::try_from(last + 1).map_err(|e| StoreError::Data(e.to_string()))?;
             Some((version, receipt(period, &org, version)))
         }
