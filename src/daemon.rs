@@ -252,7 +252,12 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
                 let prepared = prepared.next().flatten();
                 let raw = match fetched {
                     Ok(raw) => raw,
-                    Err(SourceError::Gone { .. }) => continue, // another process took it
+                    Err(SourceError::Gone { .. }) => {
+                        // Another process took it; if it is still listed next round, this
+                        // line says why it was passed over.
+                        tracing::info!(key = p.key, "listed, but gone when fetched: skipped");
+                        continue;
+                    }
                     Err(e) if e.is_transient() => {
                         tracing::warn!(key = p.key, "cannot fetch, will retry: {e}");
                         round.deferred += 1;

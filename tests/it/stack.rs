@@ -126,8 +126,9 @@ impl Intake {
             }
             assert!(
                 start.elapsed() < limit,
-                "no answer to {original_id} in {key}'s mailbox within {limit:?}; log:\n{}",
-                self.log()
+                "no answer to {original_id} in {key}'s mailbox within {limit:?}; log:\n{}\n{}",
+                self.log(),
+                self.stack.log_tails(40)
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -89,7 +89,8 @@ impl MailStack {
         let dir = std::env::temp_dir()
             .join(format!("iapt-mailstack-{name}-{}-{nanos}", std::process::id()));
         let mut stack = Self::start(&dir)?;
-        stack.remove_dir = true;
+        // IAPT_KEEP_STACKS=1 keeps the directory (mail, logs) to look at after a failure.
+        stack.remove_dir = std::env::var_os("IAPT_KEEP_STACKS").is_none();
         Ok(stack)
     }
 
@@ -204,6 +205,22 @@ impl MailStack {
         holders.len()
     }
 
+    /// The last `lines` lines of Postfix's and Dovecot's logs, for a failing test to show what
+    /// the mail stack did.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for name in ["postfix.log", "dovecot.log"] {
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("---- last lines of {name}\n"));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Starts whatever part is stopped, on the ports it had.
     pub fn restart(&self) -> io::Result<()> {
         run_script("start", &self.dir, None)
@@ -255,6 +272,7 @@ mod tests {
         assert!(greeting(stack.imap_port).starts_with("* OK"));
         let dir = stack.dir.clone();
         drop(stack);
-        assert!(!dir.exists(), "a temporary stack removes its directory");
+        let kept = std::env::var_os("IAPT_KEEP_STACKS").is_some();
+        assert_eq!(dir.exists(), kept, "a temporary stack removes its directory unless kept");
     }
 }

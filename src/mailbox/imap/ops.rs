@@ -104,7 +104,9 @@ pub async fn fetch(
         stream.try_collect::<Vec<_>>().await
     })
     .await?;
-    Ok(fetched.iter().find(|f| f.uid == Some(uid)).and_then(|f| f.body()).map(<[u8]>::to_vec))
+    // The server may answer with more than one FETCH for the UID (a flag change it reports on
+    // the way): take the one that carries the body.
+    Ok(fetched.iter().filter(|f| f.uid == Some(uid)).find_map(|f| f.body()).map(<[u8]>::to_vec))
 }
 
 /// Several whole messages in one command (`UID FETCH 3,4,9 (UID BODY.PEEK[])`): one round trip
@@ -134,7 +136,12 @@ pub async fn size(s: &mut Session, uid: u32, t: Duration) -> Result<Option<u64>,
         stream.try_collect::<Vec<_>>().await
     })
     .await?;
-    Ok(fetched.iter().find(|f| f.uid == Some(uid)).map(|f| f.size.map(u64::from).unwrap_or(0)))
+    let answers: Vec<_> = fetched.iter().filter(|f| f.uid == Some(uid)).collect();
+    Ok(match answers.iter().find_map(|f| f.size) {
+        Some(size) => Some(u64::from(size)),
+        None if answers.is_empty() => None,
+        None => Some(0),
+    })
 }
 
 /// Moves one message to `dest`: UID MOVE (RFC 6851) when offered, otherwise COPY, flag

@@ -127,3 +127,29 @@ fn with_postfix_down_the_reply_waits_in_the_outbox_and_goes_out_once_it_is_back(
     assert_eq!(it.mailbox("LEEDS").len(), 1);
     println!("postfix restart: the held acceptance arrived {delay:.2?} after Postfix was back");
 }
+
+/// The other order: Dovecot is back and the daemon has reconnected before the return arrives,
+/// so only the new session's IDLE can tell the daemon about it.
+#[test]
+fn a_return_arriving_after_the_reconnect_is_seen_by_the_new_session() {
+    let it = Intake::start("stack-late");
+    let daemon = it.spawn(NOW);
+    it.wait_for_log("iapt-intake running");
+    it.stack.stop_part(Part::Dovecot).expect("stop dovecot");
+    assert!(it.stack.end_imap_sessions() >= 1, "the daemon had an IMAP session");
+    it.stack.restart().expect("start dovecot again");
+    it.wait_for_log("IMAP reconnected");
+
+    // By sendmail: Postfix's smtpd may still be throttled after the auth socket went away.
+    it.send_by_sendmail("LEEDS", &leeds_return(&it, "late@leeds.nhs.test", 910.0));
+    let sent = Instant::now();
+    let late = it.wait_for_answer("LEEDS", "late@leeds.nhs.test", Duration::from_secs(30));
+    let latency = sent.elapsed();
+    assert!(late.subject.ends_with("accepted, receipt IAPT-2011-12-Q1-5N1-1"), "{late:?}");
+    std::thread::sleep(Duration::from_secs(1)); // time for a wrong second copy to land
+    assert_eq!(it.answers("LEEDS", "late@leeds.nhs.test").len(), 1);
+    let (status, _, log) = daemon.stop_and_log();
+    assert!(status.success(), "{status}\n{log}");
+    assert_eq!(it.in_folder("INBOX"), 0, "{log}");
+    println!("return after the reconnect answered {latency:.2?} after sendmail took it");
+}
