@@ -29,6 +29,9 @@ pub struct Blobs {
     counter: AtomicU64,
     /// In a group commit: writes skip their own flush; [`Blobs::flush`] makes them durable.
     deferred: AtomicBool,
+    /// Which of the 256 subdirectories (`00`…`ff`) this process has made or found, so a write
+    /// does not ask the filesystem again each time.
+    made: [AtomicBool; 256],
 }
 
 impl Blobs {
@@ -36,7 +39,12 @@ impl Blobs {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Blobs, StoreError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
-        Ok(Blobs { dir, counter: AtomicU64::new(0), deferred: AtomicBool::new(false) })
+        Ok(Blobs {
+            dir,
+            counter: AtomicU64::new(0),
+            deferred: AtomicBool::new(false),
+            made: std::array::from_fn(|_| AtomicBool::new(false)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,7 +84,14 @@ impl Blobs {
             Err(e) => return Err(StoreError::io("stat", &path, e)),
         }
         let sub = path.parent().unwrap_or(&self.dir);
-        fs::create_dir_all(sub).map_err(|e| StoreError::io("create", sub, e))?;
+        // The hash is checked hex, so its first two digits index the subdirectory.
+        let made = u8::from_str_radix(&hash[..2], 16).ok().map(|i| &self.made[usize::from(i)]);
+        if !made.is_some_and(|m| m.load(Ordering::Relaxed)) {
+            fs::create_dir_all(sub).map_err(|e| StoreError::io("create", sub, e))?;
+            if let Some(m) = made {
+                m.store(true, Ordering::Relaxed);
+            }
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = sub.join(format!(".tmp-{}-{}-{n}", &hash[2..10], std::process::id()));
         let written = write_file(&tmp, bytes, sync)

@@ -154,7 +154,9 @@ fn supersede(
 ) -> Result<Option<String>, StoreError> {
     let old: Option<(i64, Option<String>)> = tx
         .prepare_cached(
-            "SELECT id, receipt FROM return_versions
+            // The standing index holds just these rows; the planner would otherwise take the
+            // (period, org) index and read every version's row (figures and all) to check them.
+            "SELECT id, receipt FROM return_versions INDEXED BY return_versions_standing
              WHERE org = ?1 AND period = ?2 AND status = 'accepted'
                AND superseded_by IS NULL AND id <> ?3",
         )?

@@ -172,8 +172,11 @@ pub(super) fn fold(
 pub(super) fn prune(conn: &Connection, now: DateTime<Utc>) -> Result<usize, StoreError> {
     Ok(conn
         .prepare_cached(
+            // Correlated, so the outbox is only looked at for entries old enough (a subquery
+            // over the whole outbox would read every reply's row each time).
             "DELETE FROM sent.sent WHERE at < ?1
-             AND id IN (SELECT id FROM main.outbox WHERE sent_at IS NOT NULL)",
+             AND EXISTS (SELECT 1 FROM main.outbox o
+                         WHERE o.id = sent.id AND o.sent_at IS NOT NULL)",
         )?
         .execute([ts(now - KEEP_FOLDED)])?)
 }
