@@ -102,6 +102,10 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     require_wal(&conn, "main")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each filing in a batch is a savepoint, whose undo copies of the pages it changes go to a
+    // temporary file by default: tens of megabytes of writes in a burst, for data only ever
+    // needed to undo one filing. They are a filing's few pages, so memory holds them.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
