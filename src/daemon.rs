@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// Messages filed per group commit. Large enough that the flush is shared by many, small enough
-/// that a reply to the first of a burst is not held up for long.
-const FILING_BATCH: usize = 50;
+/// Messages filed per group commit. Large enough that the flush (and the index pages a filing
+/// touches) is shared by many; a burst starts with smaller ones ([`FIRST_BATCH`], doubling), so
+/// the first replies are not held up by the size of the rest.
+const FILING_BATCH: usize = 100;
+/// The first batch of a round, when more are waiting.
+const FIRST_BATCH: usize = 10;
 /// Bytes of mail fetched together (one round trip to an IMAP server); a larger message comes
 /// on its own. Bounds memory however large the messages of a batch are.
 const FETCH_BYTES: u64 = 8 * 1024 * 1024;
@@ -178,7 +181,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
     where
         'a: 'scope,
     {
-        let chunks: Vec<&[Pending]> = pending.chunks(FILING_BATCH).collect();
+        let chunks = batches(pending);
         let mut ahead: Option<std::thread::ScopedJoinHandle<'scope, Ready>> = None;
         let mut left = chunks.len();
         for (i, &chunk) in chunks.iter().enumerate() {
@@ -530,6 +533,20 @@ fn prepare_all<S: Store>(
             .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     })
+}
+
+/// `pending` cut into filing batches: [`FIRST_BATCH`] messages, then twice as many each time,
+/// up to [`FILING_BATCH`].
+fn batches(pending: &[Pending]) -> Vec<&[Pending]> {
+    let mut out = Vec::new();
+    let (mut rest, mut size) = (pending, FIRST_BATCH);
+    while !rest.is_empty() {
+        let (batch, tail) = rest.split_at(size.min(rest.len()));
+        out.push(batch);
+        rest = tail;
+        size = (size * 2).min(FILING_BATCH);
+    }
+    out
 }
 
 /// Consecutive groups of `pending` whose sizes add up to at most `budget` (a message larger

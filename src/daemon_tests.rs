@@ -77,6 +77,24 @@ fn fetch_groups_stay_within_the_byte_budget_and_keep_every_message_once() {
 }
 
 #[test]
+fn a_burst_is_filed_in_batches_that_start_small_and_keep_every_message_once() {
+    let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
+    let pending: Vec<Pending> = (0..FILING_BATCH * 2 + 3)
+        .map(|i| Pending { key: format!("m{i}"), received_at: at, size: 1 })
+        .collect();
+    let sizes: Vec<usize> = batches(&pending).iter().map(|b| b.len()).collect();
+    assert_eq!(sizes[0], FIRST_BATCH);
+    assert!(sizes.windows(2).all(|w| w[1] >= w[0] || w[1] < FILING_BATCH), "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= FILING_BATCH), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), pending.len());
+    let filed = batches(&pending).concat();
+    let keys: Vec<&str> = filed.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, pending.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), "in order");
+    assert_eq!(batches(&pending[..3]).len(), 1);
+    assert!(batches(&[]).is_empty());
+}
+
+#[test]
 fn one_round_delivers_every_due_reply_even_beyond_one_batch() {
     let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
     let store = MemoryStore::new();
