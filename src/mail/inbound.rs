@@ -159,7 +159,7 @@ impl Inbound {
         let mut headers_only = nesting_markers_exceed(raw, NESTING_MARKERS_LIMIT).then(|| {
             format!("more than {NESTING_MARKERS_LIMIT} nested-message markers; only the headers were read")
         });
-        let parser = MessageParser::new();
+        let parser = parser();
         let parsed = if headers_only.is_some() {
             parser.parse_headers(raw)
         } else {
@@ -291,6 +291,18 @@ fn clean_id(id: &str) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
+/// The parser, reading into structure only the headers this crate reads that way (MIME,
+/// addresses, dates, message ids, the subject); the rest stay raw text. By default mail-parser
+/// also takes apart every `Received:` line, of which relayed mail carries several, for nothing.
+pub(crate) fn parser() -> MessageParser {
+    MessageParser::new()
+        .with_mime_headers()
+        .with_address_headers()
+        .with_date_headers()
+        .with_message_ids()
+        .header_text(HeaderName::Subject)
+}
+
 /// The subject, decoded. mail-parser decodes RFC 2047 words (split words and mixed charsets
 /// included) but reads raw 8-bit bytes as UTF-8 with replacement characters; old clients send
 /// Windows-1252 there, so such a subject is decoded as Windows-1252 first and its encoded words
@@ -300,7 +312,7 @@ fn subject(message: &Message<'_>) -> String {
         Some(raw) if std::str::from_utf8(raw).is_err() => {
             let text = decode_8bit(raw);
             let synthetic = format!("Subject:{text}\r\n\r\n");
-            MessageParser::new()
+            parser()
                 .parse_headers(synthetic.as_bytes())
                 .and_then(|m| m.subject().map(str::to_string))
                 .unwrap_or(text)
@@ -351,6 +363,13 @@ fn signals(message: &Message<'_>) -> AutoSignals {
     let mut signals = AutoSignals::default();
     for header in message.headers() {
         let name = header.name.as_str();
+        let wanted = ["Auto-Submitted", "Precedence", "List-Id", "Return-Path", "X-Loop"]
+            .iter()
+            .chain(EXTRA_AUTO_HEADERS.iter())
+            .any(|h| name.eq_ignore_ascii_case(h));
+        if !wanted {
+            continue; // most headers: not decoded at all
+        }
         let Some(raw) =
             message.raw_message().get(header.offset_start as usize..header.offset_end as usize)
         else {

@@ -6,7 +6,7 @@ use super::attachment::{safe_file_name, sniff_kind, Attachment};
 use super::inbound::{collapse, decode_8bit, DeliveryReport, Unread, BODY_LIMIT};
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 /// Forwarded messages are followed this deep (a forward of a forward of a forward); deeper
 /// ones are noted as a problem. mail-parser itself stops decoding encoded nesting at 3.
@@ -200,7 +200,7 @@ fn report(message: &Message<'_>) -> Option<DeliveryReport> {
                 None
             }
             (_, "text/rfc822-headers" | "message/global-headers" | "message/rfc822") => {
-                MessageParser::new()
+                crate::mail::inbound::parser()
                     .parse_headers(part.contents())
                     .and_then(|m| m.message_id().map(str::to_string))
             }
