@@ -1,11 +1,13 @@
 //! Content-addressed blobs: raw messages and attachments, named by the SHA-256 of their bytes
-//! and laid out as `<dir>/ab/cdef…`. A blob is written through a temporary file in its final
-//! directory, flushed, renamed into place and the directory flushed, so a crash leaves either
-//! the whole blob or none. Every read is checked against its name. Owns only its directory.
+//! and laid out as `<dir>/ab/cdef…`. A new blob is created under its name (never over an
+//! existing file), written and flushed, and the directory flushed; a filing names it only after
+//! that. A crash part-way can leave a short file that nothing names; storing the same bytes
+//! again finds it by its hash check and replaces it whole, through a temporary file and a
+//! rename. Every read is checked against its name. Owns only its directory.
 
 use super::StoreError;
 use sha2::{Digest, Sha256};
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,22 +77,43 @@ impl Blobs {
     fn write(&self, bytes: &[u8], sync: bool) -> Result<String, StoreError> {
         let hash = sha256_hex(bytes);
         let path = self.path(&hash)?;
-        match fs::metadata(&path) {
-            // Already there. After a power cut a blob written without its own flush can have the
-            // right length and the wrong bytes, so it is checked before being trusted.
-            Ok(m) if m.len() == bytes.len() as u64 && self.get(&hash).is_ok() => return Ok(hash),
-            Ok(_) => {} // damaged: write it again
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::io("stat", &path, e)),
-        }
         let sub = path.parent().unwrap_or(&self.dir);
-        // The hash is checked hex, so its first two digits index the subdirectory.
-        let made = u8::from_str_radix(&hash[..2], 16).ok().map(|i| &self.made[usize::from(i)]);
-        if !made.is_some_and(|m| m.load(Ordering::Relaxed)) {
-            fs::create_dir_all(sub).map_err(|e| StoreError::io("create", sub, e))?;
-            if let Some(m) = made {
-                m.store(true, Ordering::Relaxed);
+        self.make_subdir(&hash, sub)?;
+        // A new blob is created under its own name, never over an existing file: one file
+        // operation, where a temporary file and a rename took three. Until this returns nothing
+        // refers to the name, so a crash part-way leaves a short file that no filing names, and
+        // the hash check below finds it the next time these bytes are stored.
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                let written = f
+                    .write_all(bytes)
+                    .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
+                    .map_err(|e| StoreError::io("write", &path, e));
+                if let Err(e) = written {
+                    // Emptied through this handle, not removed by name: another writer of the
+                    // same bytes may have put a whole copy under the name meanwhile. An empty
+                    // file is found damaged and replaced the next time. Best effort: the error
+                    // that matters is `e`.
+                    let _ = f.set_len(0);
+                    return Err(e);
+                }
+                if sync {
+                    sync_dir(sub)?;
+                }
+                return Ok(hash);
             }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::io("create", &path, e)),
+        }
+        // Already there. After a power cut (or a crash while it was written) the file can be
+        // short, or have the right length and the wrong bytes, so it is checked before being
+        // trusted; a damaged one is replaced whole, through a temporary file and a rename, so a
+        // reader never sees it half-written.
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == bytes.len() as u64 && self.get(&hash).is_ok() => return Ok(hash),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {} // removed meanwhile: write it
+            Err(e) => return Err(StoreError::io("stat", &path, e)),
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let tmp = sub.join(format!(".tmp-{}-{}-{n}", &hash[2..10], std::process::id()));
@@ -104,6 +127,19 @@ impl Blobs {
             sync_dir(sub)?;
         }
         Ok(hash)
+    }
+
+    /// Makes the subdirectory `sub` of the blob `hash` unless this process already has.
+    fn make_subdir(&self, hash: &str, sub: &Path) -> Result<(), StoreError> {
+        // The hash is checked hex, so its first two digits index the subdirectory.
+        let made = u8::from_str_radix(&hash[..2], 16).ok().map(|i| &self.made[usize::from(i)]);
+        if !made.is_some_and(|m| m.load(Ordering::Relaxed)) {
+            fs::create_dir_all(sub).map_err(|e| StoreError::io("create", sub, e))?;
+            if let Some(m) = made {
+                m.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Start (true) or end (false) deferring flushes for a group commit.
@@ -194,6 +230,29 @@ mod tests {
         assert_eq!(blobs.get(&hash).expect("get"), b"KPI3a,8123");
         assert_eq!(blobs.put(b"KPI3a,8123").expect("put the same"), hash);
         blobs.flush().expect("made durable by the flush a batch runs before its commit");
+    }
+
+    #[test]
+    fn a_short_file_left_by_a_crash_is_replaced_whole_when_the_bytes_come_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = Blobs::open(dir.path()).expect("open");
+        let bytes = b"Return,KPI1,68653,KPI2,2140";
+        let hash = sha256_hex(bytes);
+        // A crash part-way through creating it left the start of the file under its name.
+        let path = blobs.path(&hash).expect("path");
+        fs::create_dir_all(path.parent().expect("parent")).expect("subdir");
+        fs::write(&path, &bytes[..6]).expect("short file");
+        for write in [Blobs::stage, Blobs::put] {
+            assert_eq!(write(&blobs, bytes).expect("stored"), hash);
+            assert_eq!(blobs.get(&hash).expect("whole now"), bytes);
+            fs::write(&path, b"").expect("empty again");
+        }
+        // An intact blob is kept, not written again (its inode stays the same).
+        blobs.put(bytes).expect("put");
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("stat"));
+        let before = inode(&path);
+        blobs.stage(bytes).expect("stage the same");
+        assert_eq!(inode(&path), before);
     }
 
     #[test]
