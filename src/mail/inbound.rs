@@ -363,36 +363,29 @@ fn signals(message: &Message<'_>) -> AutoSignals {
     let mut signals = AutoSignals::default();
     for header in message.headers() {
         let name = header.name.as_str();
-        let wanted = ["Auto-Submitted", "Precedence", "List-Id", "Return-Path", "X-Loop"]
-            .iter()
-            .chain(EXTRA_AUTO_HEADERS.iter())
-            .any(|h| name.eq_ignore_ascii_case(h));
-        if !wanted {
-            continue; // most headers: not decoded at all
-        }
         let Some(raw) =
             message.raw_message().get(header.offset_start as usize..header.offset_end as usize)
         else {
             continue;
         };
-        let value = collapse(&decode_8bit(raw)).to_lowercase();
-        let first = |slot: &mut Option<String>, value: String| {
-            slot.get_or_insert(value);
-        };
+        // Decoded only for the few headers that are looked at, and only when one is.
+        let value = || collapse(&decode_8bit(raw)).to_lowercase();
         if name.eq_ignore_ascii_case("Auto-Submitted") {
             // RFC 3834: the keyword may carry parameters (`auto-replied; owner=…`).
-            let keyword = value.split(';').next().unwrap_or_default().trim().to_string();
-            first(&mut signals.auto_submitted, keyword);
+            let value = value();
+            let keyword = value.split(';').next().unwrap_or_default().trim();
+            signals.auto_submitted.get_or_insert_with(|| keyword.to_string());
         } else if name.eq_ignore_ascii_case("Precedence") {
-            first(&mut signals.precedence, value);
+            signals.precedence.get_or_insert_with(value);
         } else if name.eq_ignore_ascii_case("List-Id") {
-            first(&mut signals.list_id, value);
+            signals.list_id.get_or_insert_with(value);
         } else if name.eq_ignore_ascii_case("Return-Path") {
+            let value = value();
             let path = value.trim().trim_start_matches('<').trim_end_matches('>').trim();
-            first(&mut signals.return_path, path.to_string());
+            signals.return_path.get_or_insert_with(|| path.to_string());
         } else if name.eq_ignore_ascii_case("X-Loop") {
             if signals.x_loop.len() < SIGNAL_VALUES_LIMIT {
-                signals.x_loop.push(value);
+                signals.x_loop.push(value());
             }
         } else if let Some(extra) = EXTRA_AUTO_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h))
         {

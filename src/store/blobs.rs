@@ -85,11 +85,7 @@ impl Blobs {
         // the hash check below finds it the next time these bytes are stored.
         match OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
-                let written = f
-                    .write_all(bytes)
-                    .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
-                    .map_err(|e| StoreError::io("write", &path, e));
-                if let Err(e) = written {
+                if let Err(e) = fill(&mut f, &path, bytes, sync) {
                     // Emptied through this handle, not removed by name: another writer of the
                     // same bytes may have put a whole copy under the name meanwhile. An empty
                     // file is found damaged and replaced the next time. Best effort: the error
@@ -174,6 +170,11 @@ impl Blobs {
 
 fn write_file(path: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
     let mut f = File::create(path).map_err(|e| StoreError::io("create", path, e))?;
+    fill(&mut f, path, bytes, sync)
+}
+
+/// Writes `bytes` into the new file `f` (at `path`), flushed to disk if `sync`.
+fn fill(f: &mut File, path: &Path, bytes: &[u8], sync: bool) -> Result<(), StoreError> {
     f.write_all(bytes).map_err(|e| StoreError::io("write", path, e))?;
     if sync {
         f.sync_all().map_err(|e| StoreError::io("fsync", path, e))?;

@@ -61,7 +61,6 @@ impl SqliteStore {
         };
         // Sends recorded since the last fold (or before a crash) reach the outbox now.
         store.settle()?;
-        sent::prune(&*store.delivery()?, Utc::now())?;
         Ok(store)
     }
 
@@ -269,18 +268,20 @@ impl Store for SqliteStore {
         true
     }
 
+    /// Folds the journal into the outbox, then deletes the entries folded long ago (the one
+    /// place the journal is kept short: each round's end, `ingest`, and every opening).
     fn settle(&self) -> Result<(), StoreError> {
         let entries = sent::unfolded(&*self.delivery()?)?;
-        if entries.is_empty() {
-            return Ok(());
+        if !entries.is_empty() {
+            let mut conn = self.conn()?;
+            if self.in_batch.load(Ordering::SeqCst) {
+                return Ok(()); // the batch folds them at its next start
+            }
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            sent::fold(&tx, &entries)?;
+            tx.commit()?;
         }
-        let mut conn = self.conn()?;
-        if self.in_batch.load(Ordering::SeqCst) {
-            return Ok(()); // the batch folds them at its next start
-        }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        sent::fold(&tx, &entries)?;
-        tx.commit()?;
+        sent::prune(&*self.delivery()?, Utc::now())?;
         Ok(())
     }
 
@@ -296,12 +297,6 @@ impl Store for SqliteStore {
         }
         self.in_batch.store(false, Ordering::SeqCst);
         self.blobs.set_deferred(false);
-        if committed.is_ok() {
-            // Housekeeping: a failure here costs nothing but a longer journal.
-            if let Ok(delivery) = self.delivery() {
-                let _ = sent::prune(&delivery, Utc::now());
-            }
-        }
         committed
     }
 
