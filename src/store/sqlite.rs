@@ -1,5 +1,5 @@
 //! The embedded default store: one SQLite database (WAL, `synchronous=FULL`, foreign keys on)
-//! beside a blob directory, and a small journal of sent replies (`sent`). One connection behind
+//! beside a blob directory, and a small journal of sent replies (`sent`, flushed within 20 ms). One connection behind
 //! a mutex files; a second one, with the journal attached, serves delivery, so replies go out
 //! and are recorded while a batch is being filed. SQLite serialises writers anyway, and
 //! `busy_timeout` lets a second process (`ingest` beside `run`) wait its turn instead of failing.
@@ -54,7 +54,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Mutex::new(conn),
             delivery: Mutex::new(delivery),
-            recorder: sent::Recorder::default(),
+            recorder: sent::Recorder::new(&path),
             blobs,
             path,
             in_batch: AtomicBool::new(false),
@@ -268,9 +268,11 @@ impl Store for SqliteStore {
         true
     }
 
-    /// Folds the journal into the outbox, then deletes the entries folded long ago (the one
-    /// place the journal is kept short: each round's end, `ingest`, and every opening).
+    /// Flushes the journal, folds it into the outbox, then deletes the entries folded long ago
+    /// (the one place the journal is kept short: each round's end, `ingest`, and every
+    /// opening).
     fn settle(&self) -> Result<(), StoreError> {
+        self.recorder.flush()?;
         let entries = sent::unfolded(&*self.delivery()?)?;
         if !entries.is_empty() {
             let mut conn = self.conn()?;

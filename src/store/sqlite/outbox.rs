@@ -1,7 +1,7 @@
 //! The outbox side of the SQLite store: which replies are due, and recording each delivery
 //! attempt, on the delivery connection. `mark_sent` is one short transaction in the sent
 //! journal, which no filing holds up, keeping the window in which a crash could cause a second
-//! (identical) copy as small as the store allows (SPEC §5).
+//! (identical) copy small (SPEC §5; see the journal's module for when a record is on the disk).
 
 use super::filing::audit;
 use super::{get_json, get_u32, ts, SqliteStore};
