@@ -246,12 +246,18 @@ const NESTING_MARKERS_LIMIT: usize = 256;
 
 /// Whether `raw` holds more than `limit` of the words `rfc822`, `global`, `digest` (any case).
 fn nesting_markers_exceed(raw: &[u8], limit: usize) -> bool {
-    const MARKERS: [&[u8; 6]; 3] = [b"rfc822", b"global", b"digest"];
+    // Every byte of every message passes here: one test of the byte picks the only word that
+    // can start at it, so the loop stays a plain scan (a window per byte checked against all
+    // three words cost 3% of the daemon's CPU in a burst).
     let mut seen = 0;
-    for window in raw.windows(6) {
-        if matches!(window[0] | 0x20, b'r' | b'g' | b'd')
-            && MARKERS.iter().any(|m| window.eq_ignore_ascii_case(&m[..]))
-        {
+    for (i, &b) in raw.iter().enumerate() {
+        let word: &[u8; 6] = match b | 0x20 {
+            b'r' => b"rfc822",
+            b'g' => b"global",
+            b'd' => b"digest",
+            _ => continue,
+        };
+        if raw.get(i..i + 6).is_some_and(|w| w.eq_ignore_ascii_case(word)) {
             seen += 1;
             if seen > limit {
                 return true;

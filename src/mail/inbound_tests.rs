@@ -220,6 +220,10 @@ fn deeply_nested_messages_do_not_overflow_the_stack() {
 fn a_few_nesting_words_are_normal_mail() {
     assert!(!nesting_markers_exceed(b"Content-Type: message/rfc822; a GLOBAL digest", 3));
     assert!(nesting_markers_exceed(b"rfc822 Global DIGEST rfc822", 3));
+    // A word at the very end counts; a word cut short by the end does not.
+    assert!(nesting_markers_exceed(b"x/rFc822", 0));
+    assert!(!nesting_markers_exceed(b"x/rfc82", 0));
+    assert!(!nesting_markers_exceed(b"rrrrrrgggggddddd", 0));
 }
 
 #[test]
