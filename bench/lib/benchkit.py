@@ -121,7 +121,7 @@ def open_provider_mailboxes(env, registry_csv, timeout=120):
     have arrived: Dovecot creates a mailbox (Maildir and index files) on its first delivery, and
     that one-off cost must not fall on whichever contender happens to answer first."""
     accounts = sorted({a for row in registry_senders(registry_csv) for a in row if a})
-    before = reply_files(env)
+    before = set(reply_names(env))
     conn = smtp_connect(env)
     for n, account in enumerate(accounts):
         raw = (
@@ -245,38 +245,68 @@ def provider_maildirs(env):
     ) else []
 
 
-def reply_files(env):
-    """{message base name: delivery time} of every message in the providers' mailboxes, read on
-    disk (the stack is local): a Maildir file's mtime is when Dovecot's LMTP delivered it."""
+def reply_names(env, cache=None):
+    """{message base name: file path} of every message in the providers' mailboxes, read on disk
+    (the stack is local). Names only, and with `cache` (a dict kept between polls) a folder is
+    listed again only when its mtime says it changed, or changed less than a second ago (mtime
+    is coarse): a poll must not stat or list the thousands of replies earlier trials left behind,
+    or the harness itself eats a growing share of the machine it measures."""
     found = {}
+    now = time.time()
     for md in provider_maildirs(env):
         for sub in ("new", "cur"):
             d = os.path.join(md, sub)
             try:
-                entries = os.scandir(d)
+                mtime = os.stat(d).st_mtime_ns
             except FileNotFoundError:
                 continue
-            with entries:
-                for e in entries:
-                    try:
-                        found[e.name.split(":", 1)[0]] = e.stat().st_mtime
-                    except FileNotFoundError:  # moved new -> cur under us
-                        pass
+            kept = cache.get(d) if cache is not None else None
+            if kept is None or kept[0] != mtime or now - mtime / 1e9 < 1.0:
+                names = {}
+                try:
+                    with os.scandir(d) as entries:
+                        for e in entries:
+                            names[e.name.split(":", 1)[0]] = e.path
+                except FileNotFoundError:
+                    continue
+                kept = (mtime, names)
+                if cache is not None:
+                    cache[d] = kept
+            found.update(kept[1])
     return found
+
+
+def delivered_at(path):
+    """When Dovecot's LMTP delivered a message: its Maildir file's mtime (it may have moved from
+    new/ to cur/ since it was listed)."""
+    for p in (path, path.replace("/new/", "/cur/", 1)):
+        try:
+            return os.stat(p).st_mtime
+        except FileNotFoundError:
+            pass
+    d = os.path.dirname(os.path.dirname(path))
+    base = os.path.basename(path).split(":", 1)[0]
+    for sub in ("new", "cur"):
+        with os.scandir(os.path.join(d, sub)) as entries:
+            for e in entries:
+                if e.name.split(":", 1)[0] == base:
+                    return e.stat().st_mtime
+    return None
 
 
 def wait_replies(env, before, want, timeout, on_poll=None):
     """Wait until `want` replies not in `before` have arrived; returns (count, last delivery
-    time, first delivery time)."""
+    time, first delivery time). Polls names only; the new replies are stat'ed once at the end."""
     deadline = time.time() + timeout
+    cache = {}
     while True:
-        now = reply_files(env)
-        new = [t for name, t in now.items() if name not in before]
+        new = [path for name, path in reply_names(env, cache).items() if name not in before]
         if len(new) >= want or time.time() > deadline:
-            return len(new), (max(new) if new else None), (min(new) if new else None)
+            times = [t for t in map(delivered_at, new) if t is not None]
+            return len(new), (max(times) if times else None), (min(times) if times else None)
         if on_poll:
             on_poll()
-        time.sleep(0.05)
+        time.sleep(0.1)  # the times come from the files, so polling often buys nothing
 
 
 def percentile(values, p):

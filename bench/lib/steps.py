@@ -94,7 +94,7 @@ def cmd_median(a):
 
 
 def cmd_snapshot(a):
-    bk.write_json(a.out, sorted(bk.reply_files(bk.stack_env())))
+    bk.write_json(a.out, sorted(bk.reply_names(bk.stack_env())))
 
 
 def cmd_wait(a):
