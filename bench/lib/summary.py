@@ -43,6 +43,9 @@ def main(work, out):
     d = opt(os.path.join(work, "daemon.json"))
     b = opt(os.path.join(work, "baseline.json"))
     f = opt(os.path.join(work, "floor.json"))
+    ds = opt(os.path.join(work, "daemon-split.json"))
+    bs = opt(os.path.join(work, "baseline-split.json"))
+    fs = opt(os.path.join(work, "floor-split.json"))
     lat = opt(os.path.join(work, "latency.json"))
     once_rss = rss_mb(os.path.join(work, "daemon.rss_kb"))
     idle_rss = rss_mb(os.path.join(work, "idle.rss_kb"))
@@ -59,6 +62,19 @@ def main(work, out):
         "floor": f,
         "iapt_intake_idle_latency": lat,
         "ratios": {"iapt_intake_vs_baseline": ratio(d, b), "iapt_intake_vs_floor": ratio(d, f)},
+        # The same burst with the mail stack on cores of its own and the contender on the rest
+        # (bench/README.md, "placement"); the targets are judged on the shared figures above.
+        "split": {
+            "stack_cpus": meta.get("stack_cpus"),
+            "client_cpus": meta.get("client_cpus"),
+            "iapt_intake_once": ds,
+            "baseline": bs,
+            "floor": fs,
+            "ratios": {
+                "iapt_intake_vs_baseline": ratio(ds, bs),
+                "iapt_intake_vs_floor": ratio(ds, fs),
+            },
+        },
         "targets": TARGETS,
     }
     met = {}
@@ -107,6 +123,18 @@ def print_table(r):
     ra = r["ratios"]
     print(f"  iapt-intake / baseline:    {ra['iapt_intake_vs_baseline']}   (target >= 3)")
     print(f"  iapt-intake / floor:       {ra['iapt_intake_vs_floor']}   (target >= 1)")
+    sp = r.get("split") or {}
+    if sp.get("iapt_intake_once") or sp.get("floor"):
+        print(
+            f"  with the mail stack on CPU {sp.get('stack_cpus')} and the contender on CPU "
+            f"{sp.get('client_cpus')} (the mail servers as other machines):"
+        )
+        print(row("  iapt-intake run --once", sp.get("iapt_intake_once")))
+        print(row("  baseline script", sp.get("baseline")))
+        print(row("  floor (no parsing)", sp.get("floor")))
+        sr = sp.get("ratios") or {}
+        print(f"    iapt-intake / baseline:  {sr.get('iapt_intake_vs_baseline')}")
+        print(f"    iapt-intake / floor:     {sr.get('iapt_intake_vs_floor')}")
     lat = r["iapt_intake_idle_latency"]
     if lat and lat.get("p50_seconds") is not None:
         print(
@@ -122,4 +150,6 @@ def print_table(r):
         f"{(lat or {}).get('daemon_peak_rss_mb')} MB   (target <= 50 MB)"
     )
     missed = [k for k, ok in r["met"].items() if not ok]
-    print(f"  targets missed:            {', '.join(missed) if missed else 'none'}")
+    print(
+        f"  targets missed (judged on the shared cores): {', '.join(missed) if missed else 'none'}"
+    )
