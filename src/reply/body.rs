@@ -286,7 +286,7 @@ pub(crate) fn percent(fraction: f64) -> String {
 /// Tidy the rendered template: no trailing spaces, at most one blank line in a row (sections
 /// that render nothing may leave two), long lines wrapped, exactly one newline at the end.
 pub(crate) fn finish(rendered: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(rendered.len());
     let mut blank_run = 0;
     for line in rendered.lines() {
         let line = line.trim_end();
@@ -297,6 +297,12 @@ pub(crate) fn finish(rendered: &str) -> String {
             }
         } else {
             blank_run = 0;
+        }
+        if line.len() <= WIDTH {
+            // Short enough in bytes, so in characters too: most lines, kept without a copy.
+            out.push_str(line);
+            out.push('\n');
+            continue;
         }
         for piece in wrap(line) {
             out.push_str(&piece);
