@@ -116,6 +116,13 @@ def cmd_wait(a):
             first_reply_after=round(first - a.start, 3),
         )
     fig["waited_seconds"] = round(done - a.start, 3)
+    if a.cpu:
+        try:
+            # /usr/bin/time's last line: user and system seconds.
+            user, system = open(a.cpu).read().split()[-2:]
+            fig["cpu_seconds"] = round(float(user) + float(system), 2)
+        except (FileNotFoundError, ValueError):
+            pass
     if a.exited:
         fig["process_seconds"] = round(a.exited - a.start, 3)
     bk.write_json(a.out, fig)
@@ -258,6 +265,7 @@ def main():
     s.add_argument("--want", type=int, required=True)
     s.add_argument("--start", type=float, required=True)
     s.add_argument("--exited", type=float)
+    s.add_argument("--cpu", help="/usr/bin/time -f '%%U %%S' output of the contender")
     s.add_argument("--timeout", type=float, default=600)
     s.add_argument("--out", required=True)
     s = sub.add_parser("latency")

@@ -102,9 +102,10 @@ def row(name, fig):
         return f"  {name:<26} INCOMPLETE: {fig.get('replies')} of {fig.get('messages')} replies"
     trials = fig.get("trials_per_second")
     each = f"; trials {', '.join(f'{x:.1f}' for x in trials)}" if trials and len(trials) > 1 else ""
+    cpu = f", its own CPU {fig['cpu_seconds']:.2f} s" if fig.get("cpu_seconds") is not None else ""
     return (
         f"  {name:<26} {fig['per_second']:>8.1f} messages/s"
-        f"   ({fig['messages']} in {fig['seconds']:.2f} s to the last reply delivered{each})"
+        f"   ({fig['messages']} in {fig['seconds']:.2f} s to the last reply delivered{cpu}{each})"
     )
 
 
