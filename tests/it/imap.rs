@@ -146,6 +146,57 @@ fn password_login_lists_fetches_unchanged_bytes_and_moves_to_the_processed_folde
     assert_eq!(String::from_utf8_lossy(&first), bodies[0], "moved unchanged");
 }
 
+/// Another session (a standby daemon, or a retry beside a session still closing) creates the
+/// processed folder between this session's LIST and CREATE: the refused CREATE must not fail
+/// the login. The proxy makes the race certain: it creates the folder through a second session
+/// of its own just before passing the CREATE on.
+#[test]
+fn a_processed_folder_made_by_another_session_meanwhile_is_used_not_an_error() {
+    let stack = stack("imap-create-race");
+    let intake = stack.account("INTAKE").expect("intake account");
+    let (port, login) = (stack.imap_port, (intake.address.clone(), intake.password.clone()));
+    let raced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = raced.clone();
+    let proxy = Proxy::start_with(
+        stack.imap_port,
+        Some(std::sync::Arc::new(move |chunk: &[u8]| {
+            if String::from_utf8_lossy(chunk).contains(" CREATE ") {
+                raw_create(port, &login, "Processed");
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })),
+    );
+    let mut cfg = intake_config(&stack);
+    cfg.port = proxy.port;
+    let mut source = ImapSource::connect(&cfg).expect("the login goes on");
+    assert!(raced.load(std::sync::atomic::Ordering::SeqCst), "the race was staged");
+    assert!(source.pending().expect("listing").is_empty());
+    // And the folder is the real one: a second opening finds it and creates nothing.
+    drop(source);
+    ImapSource::connect(&intake_config(&stack)).expect("second login");
+}
+
+/// Creates `folder` for `login` through a session of its own, straight over the socket.
+fn raw_create(port: u16, login: &(String, String), folder: &str) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    let mut read_until = |prefix: &str| loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).expect("read") > 0, "closed before {prefix}");
+        if line.starts_with(prefix) {
+            assert!(line.contains(" OK") || prefix == "* OK", "{line}");
+            return;
+        }
+    };
+    read_until("* OK");
+    write!(writer, "r1 LOGIN \"{}\" \"{}\"\r\n", login.0, login.1).expect("login");
+    read_until("r1 ");
+    write!(writer, "r2 CREATE \"{folder}\"\r\n").expect("create");
+    read_until("r2 ");
+    let _ = writer.write_all(b"r3 LOGOUT\r\n");
+}
+
 #[test]
 fn without_move_the_copy_delete_expunge_path_moves_the_message_too() {
     let stack = stack("imap-copy");
@@ -330,8 +381,15 @@ struct Proxy {
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
 }
 
+/// Called with each chunk a client sends, before it is passed on.
+type OnClient = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 impl Proxy {
     fn start(upstream: u16) -> Proxy {
+        Proxy::start_with(upstream, None)
+    }
+
+    fn start_with(upstream: u16, on_client: Option<OnClient>) -> Proxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -346,14 +404,21 @@ impl Proxy {
                 let mut held = c.lock().expect("lock");
                 held.push(client.try_clone().expect("clone"));
                 held.push(server.try_clone().expect("clone"));
-                for (mut from, mut to) in [
-                    (client.try_clone().expect("clone"), server.try_clone().expect("clone")),
-                    (server, client),
+                for (mut from, mut to, hook) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                        on_client.clone(),
+                    ),
+                    (server, client, None),
                 ] {
                     let s = s.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         while let Ok(n @ 1..) = std::io::Read::read(&mut from, &mut buf) {
+                            if let Some(hook) = &hook {
+                                hook(&buf[..n]);
+                            }
                             if !s.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
                                 return;
                             }

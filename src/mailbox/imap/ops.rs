@@ -35,19 +35,36 @@ pub struct Selected {
     pub uid_validity: u32,
 }
 
-/// Creates `folder` unless it exists (the processed folder is ours to make).
+/// Creates `folder` unless it exists (the processed folder is ours to make). Another session
+/// (a standby daemon, or this one's own earlier session still closing) may create it between
+/// our LIST and CREATE: a refused CREATE is fine when the folder is there after all.
 pub async fn ensure_folder(s: &mut Session, folder: &str, t: Duration) -> Result<(), Fault> {
+    if listed(s, folder, t).await? {
+        return Ok(());
+    }
+    tracing::info!(folder, "creating IMAP folder");
+    match limit(t, "CREATE", s.create(folder)).await {
+        Ok(()) => Ok(()),
+        Err(refused) => {
+            if listed(s, folder, t).await? {
+                tracing::info!(folder, "IMAP folder made meanwhile by another session");
+                Ok(())
+            } else {
+                Err(refused)
+            }
+        }
+    }
+}
+
+/// Whether LIST shows `folder`.
+async fn listed(s: &mut Session, folder: &str, t: Duration) -> Result<bool, Fault> {
     let quoted = quote(folder)?;
     let names: Vec<_> = limit(t, "LIST", async {
         let stream = s.list(Some(""), Some(&quoted)).await?;
         stream.try_collect::<Vec<_>>().await
     })
     .await?;
-    if names.iter().any(|n| n.name() == folder) {
-        return Ok(());
-    }
-    tracing::info!(folder, "creating IMAP folder");
-    limit(t, "CREATE", s.create(folder)).await
+    Ok(names.iter().any(|n| n.name() == folder))
 }
 
 pub async fn select(s: &mut Session, folder: &str, t: Duration) -> Result<Selected, Fault> {
