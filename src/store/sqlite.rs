@@ -1,7 +1,7 @@
 //! The embedded default store: one SQLite database (WAL, `synchronous=FULL`, foreign keys on)
-//! beside a blob directory, and a small journal of sent replies (`sent`, flushed within 20 ms). One connection behind
-//! a mutex files; a second one, with the journal attached, serves delivery, so replies go out
-//! and are recorded while a batch is being filed. SQLite serialises writers anyway, and
+//! beside a blob directory, and a small journal of sent replies (`sent`, flushed within 20 ms).
+//! One connection behind a mutex files; a second one, with the journal attached, serves
+//! delivery, so replies go out and are recorded while a batch is being filed. SQLite serialises writers anyway, and
 //! `busy_timeout` lets a second process (`ingest` beside `run`) wait its turn instead of failing.
 
 mod filing;

@@ -42,9 +42,14 @@ pub(super) const FLUSH_WITHIN: Duration = Duration::from_millis(20);
 
 /// The journal's file: the store's file name with `.sent` added.
 pub fn journal_path(db: &Path) -> PathBuf {
-    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".sent");
-    db.with_file_name(name)
+    with_suffix(db, ".sent")
+}
+
+/// `path` with `suffix` added to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// The delivery side's connection: the main database, with the journal attached as `sent`
@@ -93,7 +98,8 @@ impl Recorder {
         Recorder {
             state: Mutex::default(),
             done: Condvar::new(),
-            flusher: Flusher::new(wal_path(&journal_path(db)), FLUSH_WITHIN),
+            // SQLite names a database's WAL file after it, with `-wal` added.
+            flusher: Flusher::new(with_suffix(&journal_path(db), "-wal"), FLUSH_WITHIN),
         }
     }
 
@@ -151,13 +157,6 @@ impl Recorder {
     }
 }
 
-/// The WAL file of the SQLite database at `db`.
-fn wal_path(db: &Path) -> PathBuf {
-    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push("-wal");
-    db.with_file_name(name)
-}
-
 /// Puts the journal's committed records on the disk at most `within` after the first record
 /// not yet there, one flush for all of them, from a thread of its own (started with the first
 /// record, stopped and flushed when the store closes). A flush is `fdatasync` of the journal's
@@ -186,8 +185,6 @@ struct FlushState {
     /// The store is closing: flush what is dirty and stop.
     stop: bool,
     flushes: u64,
-    /// The last flush failed (said once until one succeeds).
-    failing: bool,
 }
 
 impl Flusher {
@@ -230,6 +227,8 @@ impl Flusher {
 
 impl FlushShared {
     fn run(&self) {
+        // A failing flush is said once, and its recovery once.
+        let mut failing = false;
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             while st.committed == st.flushed && !st.stop {
@@ -245,11 +244,16 @@ impl FlushShared {
             }
             let stop = st.stop;
             drop(st);
-            let was_failing = self.state.lock().unwrap_or_else(PoisonError::into_inner).failing;
-            if let Err(e) = self.flush_if_dirty() {
-                if !was_failing {
+            match self.flush_if_dirty() {
+                Ok(()) if std::mem::take(&mut failing) => {
+                    tracing::info!("sent journal: flushing works again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
                     tracing::warn!("{e}; trying again every {:?}", self.within);
                 }
+                Err(_) => {}
             }
             if stop {
                 return;
@@ -272,21 +276,11 @@ impl FlushShared {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         };
+        flushed.map_err(|e| StoreError::io("flush the sent journal", &self.wal, e))?;
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match flushed {
-            Ok(()) => {
-                st.flushed = st.flushed.max(upto);
-                st.flushes += 1;
-                if std::mem::take(&mut st.failing) {
-                    tracing::info!("sent journal: flushing works again");
-                }
-                Ok(())
-            }
-            Err(e) => {
-                st.failing = true;
-                Err(StoreError::io("flush the sent journal", &self.wal, e))
-            }
-        }
+        st.flushed = st.flushed.max(upto);
+        st.flushes += 1;
+        Ok(())
     }
 }
 
@@ -396,12 +390,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_made_together_share_one_flush_and_every_one_is_flushed() {
+    /// A flusher with bound `within` over a WAL file that exists (kept with the directory).
+    fn over_a_wal(within: Duration) -> (tempfile::TempDir, Flusher) {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = dir.path().join("j-wal");
         std::fs::write(&wal, b"frames").expect("wal");
-        let f = Flusher::new(wal, Duration::from_millis(500));
+        (dir, Flusher::new(wal, within))
+    }
+
+    #[test]
+    fn records_made_together_share_one_flush_and_every_one_is_flushed() {
+        let (_dir, f) = over_a_wal(Duration::from_millis(500));
         for _ in 0..50 {
             f.due();
         }
@@ -414,10 +413,7 @@ mod tests {
 
     #[test]
     fn closing_flushes_what_is_dirty_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let wal = dir.path().join("j-wal");
-        std::fs::write(&wal, b"frames").expect("wal");
-        let f = Flusher::new(wal, Duration::from_secs(3600));
+        let (_dir, f) = over_a_wal(Duration::from_secs(3600));
         f.due();
         let shared = Arc::clone(&f.shared);
         let started = Instant::now();
