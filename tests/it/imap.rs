@@ -58,6 +58,67 @@ fn message(tag: &str) -> String {
     )
 }
 
+/// A bare IMAP dialogue over a plain socket, plaintext login on loopback as the stack allows:
+/// for putting things in place behind the back of the client under test.
+pub struct RawImap {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    tag: u32,
+}
+
+impl RawImap {
+    pub fn login(port: u16, address: &str, password: &str) -> RawImap {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("IMAP connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut imap = RawImap { reader, writer: stream, tag: 0 };
+        imap.read_until("* OK");
+        imap.command(&format!("LOGIN \"{address}\" \"{password}\""));
+        imap
+    }
+
+    /// Sends `command` under the next tag and waits for its OK.
+    pub fn command(&mut self, command: &str) {
+        let tag = self.next_tag();
+        write!(self.writer, "{tag} {command}\r\n").expect("IMAP command");
+        self.read_until(&format!("{tag} "));
+    }
+
+    /// APPENDs `raw` to `folder`.
+    pub fn append(&mut self, folder: &str, raw: &[u8]) {
+        let tag = self.next_tag();
+        write!(self.writer, "{tag} APPEND {folder} {{{}}}\r\n", raw.len()).expect("append");
+        self.read_until("+");
+        self.writer.write_all(raw).expect("message");
+        self.writer.write_all(b"\r\n").expect("end of append");
+        self.read_until(&format!("{tag} "));
+    }
+
+    fn next_tag(&mut self) -> String {
+        self.tag += 1;
+        format!("r{}", self.tag)
+    }
+
+    /// Reads lines until one starts with `prefix`; that one must not be a NO or a BAD.
+    fn read_until(&mut self, prefix: &str) {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("IMAP response");
+            assert!(!line.is_empty(), "IMAP closed before {prefix:?}");
+            if line.starts_with(prefix) {
+                assert!(!line.contains(" NO ") && !line.contains(" BAD "), "{line}");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for RawImap {
+    fn drop(&mut self) {
+        let _ = write!(self.writer, "z LOGOUT\r\n");
+    }
+}
+
 /// Sends `raw` through Postfix with a bare SMTP dialogue; returns when Postfix has accepted it.
 pub fn smtp_send(port: u16, from: &str, to: &str, raw: &str) {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("SMTP connect");
@@ -157,11 +218,16 @@ fn a_processed_folder_made_by_another_session_meanwhile_is_used_not_an_error() {
     let (port, login) = (stack.imap_port, (intake.address.clone(), intake.password.clone()));
     let raced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = raced.clone();
+    // The client writes a command in pieces ("A0004", " ", "CREATE …"): the word is looked for
+    // in all it has sent, and acted on before the piece holding it is passed on.
+    let sent = std::sync::Mutex::new(String::new());
     let proxy = Proxy::start_with(
         stack.imap_port,
         Some(std::sync::Arc::new(move |chunk: &[u8]| {
-            if String::from_utf8_lossy(chunk).contains(" CREATE ") {
-                raw_create(port, &login, "Processed");
+            let mut sent = sent.lock().expect("lock");
+            sent.push_str(&String::from_utf8_lossy(chunk));
+            if sent.contains("CREATE") && !seen.load(std::sync::atomic::Ordering::SeqCst) {
+                RawImap::login(port, &login.0, &login.1).command("CREATE \"Processed\"");
                 seen.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         })),
@@ -174,27 +240,6 @@ fn a_processed_folder_made_by_another_session_meanwhile_is_used_not_an_error() {
     // And the folder is the real one: a second opening finds it and creates nothing.
     drop(source);
     ImapSource::connect(&intake_config(&stack)).expect("second login");
-}
-
-/// Creates `folder` for `login` through a session of its own, straight over the socket.
-fn raw_create(port: u16, login: &(String, String), folder: &str) {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut read_until = |prefix: &str| loop {
-        let mut line = String::new();
-        assert!(reader.read_line(&mut line).expect("read") > 0, "closed before {prefix}");
-        if line.starts_with(prefix) {
-            assert!(line.contains(" OK") || prefix == "* OK", "{line}");
-            return;
-        }
-    };
-    read_until("* OK");
-    write!(writer, "r1 LOGIN \"{}\" \"{}\"\r\n", login.0, login.1).expect("login");
-    read_until("r1 ");
-    write!(writer, "r2 CREATE \"{folder}\"\r\n").expect("create");
-    read_until("r2 ");
-    let _ = writer.write_all(b"r3 LOGOUT\r\n");
 }
 
 #[test]

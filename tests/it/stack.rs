@@ -9,7 +9,7 @@
 
 mod outage;
 
-use crate::imap::smtp_send;
+use crate::imap::{smtp_send, RawImap};
 use crate::mailstack::MailStack;
 use crate::pipeline::support::daemon::Daemon;
 use crate::pipeline::support::{reply_of, Mail, Reply};
@@ -17,8 +17,7 @@ use crate::pipeline::support::{write_stack_config, Replies, StackConfig};
 use iapt_intake::config::{Auth, Credential, Imap, SecretSource, Tls};
 use iapt_intake::mailbox::imap::ImapSource;
 use iapt_intake::mailbox::MailSource;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -211,34 +210,10 @@ fn write_registry(stack: &MailStack, dir: &Path) -> PathBuf {
     path
 }
 
-/// Puts `raw` straight into the intake INBOX with IMAP APPEND (for when Postfix is down): a
-/// bare dialogue, plaintext login on loopback as the stack allows.
+/// Puts `raw` straight into the intake INBOX with IMAP APPEND (for when Postfix is down).
 fn imap_append(stack: &MailStack, raw: &[u8]) {
     let intake = stack.account("INTAKE").expect("intake account");
-    let stream = TcpStream::connect(("127.0.0.1", stack.imap_port)).expect("IMAP connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut writer = stream;
-    let mut line = String::new();
-    let mut read_until = |prefix: &str| loop {
-        line.clear();
-        reader.read_line(&mut line).expect("IMAP response");
-        assert!(!line.is_empty(), "IMAP closed before {prefix:?}");
-        if line.starts_with(prefix) {
-            assert!(!line.contains(" NO ") && !line.contains(" BAD "), "{line}");
-            return;
-        }
-    };
-    read_until("* OK");
-    write!(writer, "a1 LOGIN \"{}\" \"{}\"\r\n", intake.address, intake.password).expect("login");
-    read_until("a1 OK");
-    write!(writer, "a2 APPEND INBOX {{{}}}\r\n", raw.len()).expect("append");
-    read_until("+");
-    writer.write_all(raw).expect("message");
-    writer.write_all(b"\r\n").expect("end of append");
-    read_until("a2 OK");
-    let _ = writer.write_all(b"a3 LOGOUT\r\n");
-    let _ = reader.read_to_end(&mut Vec::new());
+    RawImap::login(stack.imap_port, &intake.address, &intake.password).append("INBOX", raw);
 }
 
 #[test]
