@@ -277,17 +277,17 @@ def reply_names(env, cache=None):
 
 
 def delivered_at(path):
-    """When Dovecot's LMTP delivered a message: its Maildir file's mtime (it may have moved from
-    new/ to cur/ since it was listed)."""
-    for p in (path, path.replace("/new/", "/cur/", 1)):
-        try:
-            return os.stat(p).st_mtime
-        except FileNotFoundError:
-            pass
-    d = os.path.dirname(os.path.dirname(path))
+    """When Dovecot's LMTP delivered a message: its Maildir file's mtime. Nothing reads the
+    providers' mail during a run, so it is still where it was listed; should a client have
+    moved it to cur/ (renamed with flags), it is found there by its base name."""
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        pass
+    maildir = os.path.dirname(os.path.dirname(path))
     base = os.path.basename(path).split(":", 1)[0]
     for sub in ("new", "cur"):
-        with os.scandir(os.path.join(d, sub)) as entries:
+        with os.scandir(os.path.join(maildir, sub)) as entries:
             for e in entries:
                 if e.name.split(":", 1)[0] == base:
                     return e.stat().st_mtime

@@ -60,39 +60,39 @@ def cmd_reload(a):
         raise SystemExit(f"reload put {n} messages in INBOX, expected {a.count}")
 
 
+def speed(fig):
+    return fig.get("per_second") if fig.get("complete") else 0.0
+
+
 def cmd_median(a):
     """daemon.json, baseline.json and floor.json from trials name.1.json ... name.T.json (and
     the same with -split from the split placement's trials): the trial with the median messages
     per second (the lower middle one for an even count), with every trial's figure listed; the
     daemon's peak RSS is the highest of any trial."""
-    placements = [("", a.trials), ("-split", a.split_trials)]
-    for base in ("daemon", "baseline", "floor"):
-        for sfx, count in placements:
-            name = base + sfx
-            trials = []
-            for t in range(1, count + 1):
+    names = [
+        (base + sfx, count)
+        for base in ("daemon", "baseline", "floor")
+        for sfx, count in (("", a.trials), ("-split", a.split_trials))
+    ]
+    peaks = []
+    for name, count in names:
+        trials = []
+        for t in range(1, count + 1):
+            try:
+                trials.append(bk.read_json(os.path.join(a.work, f"{name}.{t}.json")))
+            except FileNotFoundError:
+                pass
+            if name.startswith("daemon"):
                 try:
-                    trials.append(bk.read_json(os.path.join(a.work, f"{name}.{t}.json")))
-                except FileNotFoundError:
+                    text = open(os.path.join(a.work, f"{name}.{t}.rss_kb")).read().strip()
+                    peaks.append(int(text))
+                except (FileNotFoundError, ValueError):
                     pass
-            if not trials:
-                continue
-
-            def speed(fig):
-                return fig.get("per_second") if fig.get("complete") else 0.0
-
+        if trials:
             ordered = sorted(trials, key=speed)
             chosen = dict(ordered[(len(ordered) - 1) // 2])
             chosen["trials_per_second"] = [speed(f) for f in trials]
             bk.write_json(os.path.join(a.work, f"{name}.json"), chosen)
-    peaks = []
-    for sfx, count in placements:
-        for t in range(1, count + 1):
-            try:
-                text = open(os.path.join(a.work, f"daemon{sfx}.{t}.rss_kb")).read().strip()
-                peaks.append(int(text))
-            except (FileNotFoundError, ValueError):
-                pass
     if peaks:
         with open(os.path.join(a.work, "daemon.rss_kb"), "w") as f:
             f.write(f"{max(peaks)}\n")
