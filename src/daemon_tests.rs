@@ -1,15 +1,19 @@
-//! Tests of the daemon's rounds on the in-memory store, source and transport.
+//! Tests of the daemon's rounds on a SQLite store in a temporary directory, with the in-memory
+//! source and transport.
 use super::*;
 use crate::collection::{Collections, Registry};
 use crate::config::Config;
 use crate::mailbox::MemorySource;
 use crate::outbound::MemoryTransport;
 use crate::reply::Templates;
-use crate::store::{Filing, MemoryStore, NewReply};
+use crate::store::{Filing, NewReply, SqliteStore};
 use chrono::TimeZone;
 
+/// The default config, but for a mailbox-wide hourly limit above the bursts these tests make
+/// (the limits have tests of their own in the pipeline's).
 fn env() -> Env {
-    let config = Config::parse(std::path::Path::new("t.toml"), "").expect("default config");
+    let text = "[limits]\nreplies_per_hour = 100000\n";
+    let config = Config::parse(std::path::Path::new("t.toml"), text).expect("config");
     let templates = Templates::shipped().expect("shipped templates");
     Env::new(config, Collections::from_definitions(Vec::new()), Registry::default(), templates)
 }
@@ -32,7 +36,15 @@ fn daemon_at<'a, S: Store, M: MailSource, T: Transport + ?Sized>(
     }
 }
 
-fn queue(store: &MemoryStore, i: usize, at: DateTime<Utc>) {
+/// A store on disk, in a directory that lives as long as the returned guard.
+fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        SqliteStore::open(dir.path().join("t.db"), dir.path().join("blobs")).expect("store");
+    (dir, store)
+}
+
+fn queue(store: &SqliteStore, i: usize, at: DateTime<Utc>) {
     let filing = Filing {
         source_key: format!("m{i}"),
         message_id: Some(format!("m{i}@test")),
@@ -46,10 +58,7 @@ fn queue(store: &MemoryStore, i: usize, at: DateTime<Utc>) {
         detail: serde_json::Value::Null,
         org: None,
         period: None,
-        held: false,
-        bounce_of: None,
-        returns: Vec::new(),
-        audit: Vec::new(),
+        ..Filing::default()
     };
     let mut render = |_: &crate::store::Assigned| {
         vec![NewReply {
@@ -58,7 +67,7 @@ fn queue(store: &MemoryStore, i: usize, at: DateTime<Utc>) {
             envelope_from: "iapt.returns@example.nhs.test".into(),
             recipients: vec!["a@leeds.nhs.test".into()],
             raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
-            guidance_to: None,
+            ..NewReply::default()
         }]
     };
     store.file(&filing, &mut render).expect("filed");
@@ -97,7 +106,7 @@ fn a_burst_is_filed_in_batches_that_start_small_and_keep_every_message_once() {
 #[test]
 fn one_round_delivers_every_due_reply_even_beyond_one_batch() {
     let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
-    let store = MemoryStore::new();
+    let (_dir, store) = temp_store();
     for i in 0..DELIVERY_BATCH + 1 {
         queue(&store, i, at);
     }
@@ -131,7 +140,7 @@ fn a_sigterm_right_after_on_signals_returns_requests_shutdown_instead_of_killing
 #[test]
 fn a_mailbox_outage_does_not_stop_the_daemon() {
     let at = Utc.with_ymd_and_hms(2011, 7, 20, 10, 0, 0).single().expect("time");
-    let store = MemoryStore::new();
+    let (_dir, store) = temp_store();
     let transport = MemoryTransport::new();
     let env = env();
     let source = MemorySource::new();

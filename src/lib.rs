@@ -7,6 +7,7 @@
 //! - [`validate`]    grid + definition (+ previous return) + now → report               PURE
 //! - [`mail`]        bytes → inbound message; classification; subject and organisation PURE
 //! - [`reply`]       outcome → reply (plain data) → RFC 5322 message                    PURE
+//! - [`echo`]        the one sanitiser for values echoed from mail or a spreadsheet     PURE
 //! - [`config`]      raw TOML → validated config, every problem reported by key
 //! - [`store`]       the Store port; SQLite (default) and blobs by SHA-256
 //! - [`mailbox`]     the MailSource port; Maildir
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod collection;
 pub mod config;
 pub mod daemon;
+pub mod echo;
 pub mod guarded;
 pub mod lock;
 pub mod mail;

@@ -162,23 +162,82 @@ impl FileResult {
     }
 }
 
+/// What the Data Collection Team needs to judge a message at a glance, at the top of every
+/// forward and notice (SPEC §4b): whether the sender was verified and how, whether they are a
+/// registered submitter, and each attachment with what it really is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub verified: bool,
+    /// How it was verified, or why not, in one line.
+    pub verification: String,
+    /// `Some(org)` when the sender is a registered submitter of that organisation.
+    pub registered_for: Option<OrgRef>,
+    pub attachments: Vec<AttachmentLine>,
+}
+
+/// One attachment as the summary lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentLine {
+    pub name: String,
+    /// What the content shows it is (`a PDF document`, `a program (executable)`).
+    pub real_type: String,
+    /// Why it was not passed on (a program, a script, macros), when it was not.
+    pub withheld: Option<String>,
+}
+
+/// What a forward or notice carries: the original message whole, or, when it holds something
+/// that must not be passed on, only its safe attachments (the rest are named in the summary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carry {
+    Original(Vec<u8>),
+    Files(Vec<Attachment>),
+}
+
 /// What the reply is about.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyKind {
-    /// One reply covering every attachment of a submission.
-    Submission { files: Vec<FileResult> },
+    /// One reply covering every attachment of a submission; `not_read` names attachments and
+    /// parts of the message that were not read at all (past the per-message limit, in an
+    /// archive that could not be unpacked), so nothing is dropped silently.
+    Submission { files: Vec<FileResult>, not_read: Vec<String> },
     /// The subject line lacks IAPT or an organisation, or names several.
     SubjectRule { reason: SubjectProblem },
     /// The sender is not registered for the organisation; `contact` is whom to ask.
     Unauthorised { organisation: OrgRef, contact: String },
-    /// To the Data Collection Team (`to`): a message was held for review; the original attached.
-    TeamNotice { to: String, organisation: Option<OrgRef>, reason: String, original: Vec<u8> },
+    /// To the Data Collection Team (`to`): a message was held for review, and why; `evidence`
+    /// is what the verdict on the sender rests on.
+    TeamNotice {
+        to: String,
+        organisation: Option<OrgRef>,
+        reason: String,
+        /// Held because the sender could not be verified (SPEC §4a).
+        unverified: bool,
+        summary: Summary,
+        evidence: Vec<String>,
+        carry: Carry,
+    },
     /// To the sender: the question went to `team_name` and has this reference.
     QueryAck { reference: String, route: Route, team_name: String, team_address: String },
-    /// The question itself, to the team (`to`), the original attached, `Reply-To` the sender.
-    QueryForward { to: String, reference: String, route: Route, original: Vec<u8> },
+    /// The question itself, to the team (`to`), `Reply-To` the sender, with the summary first
+    /// (and a first line saying so when the sender could not be verified).
+    QueryForward {
+        to: String,
+        reference: String,
+        route: Route,
+        summary: Summary,
+        /// The sender's own words, shown when the original is not attached whole.
+        text: Option<String>,
+        carry: Carry,
+    },
     /// The return came as winmail.dat (TNEF) or an attachment we cannot read as a spreadsheet.
     AskForAttachment { file_names: Vec<String> },
+    /// To a registered submitter: a return in their name could not be verified (SPEC §4a).
+    UnverifiedNotice { organisation: OrgRef, contact: String },
+    /// To the organisation's other registered addresses: an accepted return replaced the one
+    /// that stood (SPEC §4a).
+    ReplacementNotice { to: String, organisation: OrgRef, old_receipt: String, new_receipt: String },
+    /// To the team (`to`), once: a limit of SPEC §4b was reached and replies are being kept.
+    LimitNotice { to: String, limit: String, address: Option<String> },
 }
 
 /// What the caller decides for every reply: who we are, and the Message-ID and Date, so that
@@ -241,6 +300,11 @@ impl Reply {
     }
 }
 
+/// Whether a reply can be addressed to `address` (the message builder accepts it), or why not.
+pub fn addressable(address: &str) -> Result<(), String> {
+    message::check_address("recipient", address).map_err(|e| e.to_string())
+}
+
 /// Render the reply for `kind` to the message `original`.
 pub fn render(
     kind: &ReplyKind,
@@ -249,19 +313,38 @@ pub fn render(
     templates: &Templates,
 ) -> Result<Reply, ReplyError> {
     let sender = Mailbox {
-        name: original.from_name.as_deref().map(subject::clean).filter(|n| !n.is_empty()),
+        name: original
+            .from_name
+            .as_deref()
+            .map(|n| crate::echo::capped(n, crate::echo::NAME_MAX))
+            .filter(|n| !n.is_empty()),
         address: original.from_address.trim().to_string(),
     };
-    message::check_address("sender", &sender.address)?;
     message::check_address("our", &ctx.from_address)?;
-    let (to, reply_to, attachment) = match kind {
-        ReplyKind::TeamNotice { to, original: raw, .. }
-        | ReplyKind::QueryForward { to, original: raw, .. } => {
-            message::check_address("team", to)?;
-            let team = Mailbox { name: None, address: to.trim().to_string() };
-            (team, Some(sender.clone()), Some(message::original_attachment(raw)))
+    // Mail to the team goes out even when the sender's address is unusable (that is often why
+    // it goes out); only then is there no Reply-To.
+    let sender_ok = message::check_address("sender", &sender.address);
+    let team = |to: &str| -> Result<Mailbox, ReplyError> {
+        message::check_address("team", to)?;
+        Ok(Mailbox { name: None, address: to.trim().to_string() })
+    };
+    let (to, reply_to, attachments) = match kind {
+        ReplyKind::TeamNotice { to, carry, .. } | ReplyKind::QueryForward { to, carry, .. } => {
+            let carried = match carry {
+                Carry::Original(raw) => vec![message::original_attachment(raw)],
+                Carry::Files(files) => files.clone(),
+            };
+            (team(to)?, sender_ok.is_ok().then(|| sender.clone()), carried)
         }
-        _ => (sender.clone(), None, None),
+        ReplyKind::LimitNotice { to, .. } => (team(to)?, None, Vec::new()),
+        ReplyKind::ReplacementNotice { to, .. } => {
+            message::check_address("recipient", to)?;
+            (Mailbox { name: None, address: to.trim().to_string() }, None, Vec::new())
+        }
+        _ => {
+            sender_ok?;
+            (sender.clone(), None, Vec::new())
+        }
     };
     let text = templates.render(kind, &body::common(original, ctx), body::scope(kind));
     let (in_reply_to, references) = threading(original);
@@ -283,7 +366,7 @@ pub fn render(
             ("X-Auto-Response-Suppress".into(), "OOF, AutoReply".into()),
         ],
         body: body::finish(&text),
-        attachments: attachment.into_iter().collect(),
+        attachments,
     })
 }
 

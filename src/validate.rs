@@ -190,9 +190,9 @@ fn read_value(
         Reading::Whole { value, from_text } => {
             if from_text && !csv {
                 f.push("IAPT-W03", Some(&m.id), Some(at), format!(
-                    "{} (cell {at}) was stored as text (\"{}\"); it was read as the number {value}. Please format the Value cells as numbers in future returns.",
+                    "{} (cell {at}) was stored as text ({}); it was read as the number {value}. Please format the Value cells as numbers in future returns.",
                     m.id,
-                    cell.map_or(String::new(), |c| c.display().trim().to_string())
+                    crate::echo::quoted(&cell.map_or(String::new(), |c| c.display()), crate::echo::CELL_MAX)
                 ));
             }
             Some(value)

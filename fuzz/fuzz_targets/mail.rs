@@ -35,6 +35,7 @@ fn ctx() -> &'static Ctx {
 fuzz_target!(|data: &[u8]| {
     let c = ctx();
     let inbound = Inbound::parse(data);
+    let classify_config = &c.real.config.classify;
     let context = ClassifyContext {
         registry: &c.real.registry,
         our_addresses: &c.ours,
@@ -42,6 +43,11 @@ fuzz_target!(|data: &[u8]| {
         loop_marker: &c.ours[0],
         technical_keywords: &c.real.config.routing.technical_keywords,
         content_keywords: &c.real.config.routing.content_keywords,
+        automatic_subjects: &classify_config.automatic_subjects,
+        bounce_subjects: &classify_config.bounce_subjects,
+        automatic_senders: &classify_config.automatic_senders,
+        require_verified: false,
+        verified: false,
     };
     let _ = classify(&inbound, &context);
 });

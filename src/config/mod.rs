@@ -5,9 +5,13 @@
 //! Relative paths are taken relative to the working directory of the process (the repository for
 //! the embedded default; the systemd unit's `WorkingDirectory` in production).
 
+mod classify;
 mod raw;
 mod secret;
 
+pub use classify::{
+    Classify, DEFAULT_AUTOMATIC_SENDERS, DEFAULT_AUTOMATIC_SUBJECTS, DEFAULT_BOUNCE_SUBJECTS,
+};
 pub use secret::Secret;
 
 use crate::workbook::Limits;
@@ -28,6 +32,7 @@ pub struct Config {
     pub collection: CollectionConfig,
     pub routing: Routing,
     pub limits: LimitsConfig,
+    pub classify: Classify,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +149,12 @@ pub struct LimitsConfig {
     pub message_bytes: u64,
     pub workbook: Limits,
     pub attachment_timeout: Duration,
+    /// Automatic replies to one address (lower-cased, `+tag` removed) per UTC day (SPEC §4b).
+    pub replies_per_address_per_day: u32,
+    /// Subject-line guidance replies to one address per UTC day.
+    pub guidance_per_address_per_day: u32,
+    /// Automatic mail of every kind from the mailbox in any hour.
+    pub replies_per_hour: u32,
 }
 
 /// One problem in the config, named by its key.

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub routing: RawRouting,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub classify: RawClassify,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,4 +109,15 @@ pub struct RawLimits {
     pub unpacked_bytes: Option<u64>,
     pub cells_per_sheet: Option<u64>,
     pub attachment_timeout: Option<String>,
+    pub replies_per_address_per_day: Option<u64>,
+    pub guidance_per_address_per_day: Option<u64>,
+    pub replies_per_hour: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClassify {
+    pub automatic_subjects: Option<Vec<String>>,
+    pub bounce_subjects: Option<Vec<String>>,
+    pub automatic_senders: Option<Vec<String>>,
 }

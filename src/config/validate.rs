@@ -55,7 +55,7 @@ pub const DEFAULT_CONTENT: &[&str] = &[
 ];
 
 impl Validator {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem { key: key.to_string(), message: message.into() });
     }
 
@@ -179,7 +179,17 @@ impl Validator {
         };
         let routing = self.routing(raw.routing);
         let limits = self.limits(raw.limits);
-        Config { path: path.to_path_buf(), intake, outbound, store, collection, routing, limits }
+        let classify = self.classify(raw.classify);
+        Config {
+            path: path.to_path_buf(),
+            intake,
+            outbound,
+            store,
+            collection,
+            routing,
+            limits,
+            classify,
+        }
     }
 
     fn intake(&mut self, raw: RawIntake, imap: Option<RawImap>) -> Intake {
@@ -348,8 +358,19 @@ impl Validator {
             ),
         };
         let message_bytes = positive("limits.message_bytes", raw.message_bytes, 25 * 1000 * 1000);
+        let mut count = |key: &str, v: Option<u64>, default: u32| {
+            u32::try_from(positive(key, v, u64::from(default))).unwrap_or(u32::MAX)
+        };
+        let replies_per_address_per_day =
+            count("limits.replies_per_address_per_day", raw.replies_per_address_per_day, 10);
+        let guidance_per_address_per_day =
+            count("limits.guidance_per_address_per_day", raw.guidance_per_address_per_day, 1);
+        let replies_per_hour = count("limits.replies_per_hour", raw.replies_per_hour, 300);
         LimitsConfig {
             message_bytes,
+            replies_per_address_per_day,
+            guidance_per_address_per_day,
+            replies_per_hour,
             workbook,
             attachment_timeout: self.duration(
                 "limits.attachment_timeout",

@@ -30,6 +30,10 @@ pub struct Attachment {
     /// 0 for the message's own attachments, 1 inside a forwarded message, and so on.
     pub depth: usize,
     pub size: usize,
+    /// Why it must not be forwarded (an executable, a script, macros, an active HTML page).
+    pub danger: Option<super::danger::Danger>,
+    /// The archive it was unpacked from (`returns.zip`), when it came out of one.
+    pub container: Option<String>,
     #[serde(skip)]
     pub bytes: Vec<u8>,
 }

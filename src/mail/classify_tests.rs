@@ -24,6 +24,9 @@ struct Fixture {
     ours: Vec<String>,
     technical: Vec<String>,
     content: Vec<String>,
+    automatic_subjects: Vec<String>,
+    bounce_subjects: Vec<String>,
+    automatic_senders: Vec<String>,
 }
 
 impl Fixture {
@@ -34,6 +37,9 @@ impl Fixture {
             ours: vec!["IAPT.KPI@collection.test".into()],
             technical: words(&["deadline", "file", "access to"]),
             content: words(&["caseness", "recovery", "count"]),
+            automatic_subjects: words(crate::config::DEFAULT_AUTOMATIC_SUBJECTS),
+            bounce_subjects: words(crate::config::DEFAULT_BOUNCE_SUBJECTS),
+            automatic_senders: words(crate::config::DEFAULT_AUTOMATIC_SENDERS),
         }
     }
 
@@ -45,6 +51,11 @@ impl Fixture {
             loop_marker: "iapt-intake@collection.test",
             technical_keywords: &self.technical,
             content_keywords: &self.content,
+            automatic_subjects: &self.automatic_subjects,
+            bounce_subjects: &self.bounce_subjects,
+            automatic_senders: &self.automatic_senders,
+            require_verified: false,
+            verified: true,
         }
     }
 }
@@ -66,6 +77,8 @@ fn with_attachment(mut inbound: Inbound, kind: AttachmentKind) -> Inbound {
         kind,
         depth: 0,
         size: 0,
+        danger: None,
+        container: None,
         bytes: Vec::new(),
     });
     inbound

@@ -7,6 +7,7 @@
 
 use super::attachment::Attachment;
 use super::parts;
+use super::zipped::{self, ZipLimits};
 use chrono::{DateTime, FixedOffset};
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser};
@@ -86,7 +87,14 @@ impl DeliveryReport {
 pub struct Inbound {
     /// Message-ID without the angle brackets.
     pub message_id: Option<String>,
+    /// The From mailbox (the last From header's first mailbox, as mail-parser reads it). Trust
+    /// it only when `from_problem` is `None`.
     pub from: Option<Mailbox>,
+    /// Why the From header does not name exactly one sender (SPEC §4a): such a message is never
+    /// accepted, whoever it claims to be from.
+    pub from_problem: Option<FromProblem>,
+    /// The display name of a From mailbox whose address is empty (`MAILER-DAEMON <>`).
+    pub from_bare_name: Option<String>,
     pub reply_to: Vec<Mailbox>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
@@ -107,6 +115,43 @@ pub struct Inbound {
     /// The parts of the message's structure that were not read, each kind once, in order: where
     /// a return may have been lost. `classify` reads this, never the words in `problems`.
     pub unread: Vec<Unread>,
+    /// Names of the attachments past the per-message cap, which were not read: the reply names
+    /// them (SPEC §4b "nothing is silent").
+    pub skipped: Vec<String>,
+}
+
+/// Why a From header does not name exactly one mailbox with a local part and a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromProblem {
+    /// No From header at all.
+    Missing,
+    /// More than one From header (RFC 5322 §3.6 allows exactly one).
+    SeveralHeaders,
+    /// One header naming several mailboxes (`From: ann, mallory` or two addresses).
+    SeveralMailboxes,
+    /// A group (`From: team: a@x, b@y;`).
+    Group,
+    /// An address without a local part (`@leeds.nhs.test`) or without a domain.
+    Incomplete,
+    /// An obsolete source route (`<@relay:ann@leeds.nhs.test>`, RFC 5322 §4.4).
+    SourceRoute,
+}
+
+impl FromProblem {
+    /// In words for the Data Collection Team.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FromProblem::Missing => "the message has no From header",
+            FromProblem::SeveralHeaders => "the message has more than one From header",
+            FromProblem::SeveralMailboxes => "the From header names more than one mailbox",
+            FromProblem::Group => "the From header is a group of addresses",
+            FromProblem::Incomplete => {
+                "the From address has no local part or no domain (for example @leeds.nhs.test)"
+            }
+            FromProblem::SourceRoute => "the From address carries a source route",
+        }
+    }
 }
 
 /// A part of a message's MIME structure that was not read, so an attachment in it is unseen.
@@ -122,6 +167,8 @@ pub enum Unread {
     AttachmentCap,
     /// Only the headers were read: the MIME tree was too deep or could not be read at all.
     HeadersOnly,
+    /// A spreadsheet in an attached archive could not be unpacked (a password, a limit, damage).
+    ArchiveEntry,
 }
 
 impl Unread {
@@ -138,6 +185,9 @@ impl Unread {
                 format!("(attachments after the first {})", parts::MAX_ATTACHMENTS)
             }
             Unread::HeadersOnly => "(the whole message: its structure could not be read)".into(),
+            Unread::ArchiveEntry => {
+                "(a spreadsheet in an attached archive that could not be unpacked)".into()
+            }
         }
     }
 }
@@ -153,9 +203,14 @@ const SIGNAL_VALUES_LIMIT: usize = 32;
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 impl Inbound {
-    /// Read a raw RFC 5322 message. Never fails: unreadable input gives an `Inbound` with empty
-    /// fields and a problem saying so.
+    /// Read a raw RFC 5322 message with the default limits for archives. Never fails:
+    /// unreadable input gives an `Inbound` with empty fields and a problem saying so.
     pub fn parse(raw: &[u8]) -> Inbound {
+        Inbound::parse_with(raw, ZipLimits::default())
+    }
+
+    /// [`Inbound::parse`], opening attached archives within `zip_limits`.
+    pub fn parse_with(raw: &[u8], zip_limits: ZipLimits) -> Inbound {
         let mut headers_only = nesting_markers_exceed(raw, NESTING_MARKERS_LIMIT).then(|| {
             format!("more than {NESTING_MARKERS_LIMIT} nested-message markers; only the headers were read")
         });
@@ -181,6 +236,8 @@ impl Inbound {
         let mut inbound = Inbound {
             message_id: message.message_id().and_then(clean_id),
             from: message.from().and_then(|a| mailboxes(a).into_iter().next()),
+            from_problem: from_problem(&message),
+            from_bare_name: bare_name(&message),
             reply_to: message.reply_to().map(mailboxes).unwrap_or_default(),
             to: message.to().map(mailboxes).unwrap_or_default(),
             cc: message.cc().map(mailboxes).unwrap_or_default(),
@@ -211,6 +268,8 @@ impl Inbound {
         inbound.report = walked.report;
         inbound.problems.extend(walked.problems);
         inbound.unread = walked.unread;
+        inbound.skipped = walked.skipped;
+        unzip(&mut inbound, zip_limits);
         inbound.unread.sort();
         inbound.unread.dedup();
         if inbound.report.is_none() && inbound.looks_like_free_form_bounce() {
@@ -235,6 +294,23 @@ impl Inbound {
     fn looks_like_free_form_bounce(&self) -> bool {
         self.signals.extra_headers.iter().any(|h| h == "X-Failed-Recipients")
             || self.sender().is_some_and(is_daemon_address)
+    }
+}
+
+/// Each attached archive's spreadsheets join the attachments (SPEC §4b), within the per-message
+/// cap; what could not be unpacked is noted.
+fn unzip(inbound: &mut Inbound, limits: ZipLimits) {
+    let archives: Vec<usize> = (0..inbound.attachments.len())
+        .filter(|&i| zipped::is_archive(&inbound.attachments[i]))
+        .collect();
+    for i in archives {
+        let room = parts::MAX_ATTACHMENTS.saturating_sub(inbound.attachments.len());
+        let out = zipped::spreadsheets(&inbound.attachments[i], limits, room);
+        if !out.problems.is_empty() {
+            inbound.unread.push(Unread::ArchiveEntry);
+        }
+        inbound.problems.extend(out.problems);
+        inbound.attachments.extend(out.attachments);
     }
 }
 
@@ -271,6 +347,54 @@ fn nesting_markers_exceed(raw: &[u8], limit: usize) -> bool {
 pub fn is_daemon_address(address: &str) -> bool {
     let local = address.split('@').next().unwrap_or_default();
     local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
+}
+
+/// SPEC §4a: exactly one From header holding exactly one mailbox with a local part and a domain.
+fn from_problem(message: &Message<'_>) -> Option<FromProblem> {
+    let headers: Vec<_> = message.headers().iter().filter(|h| h.name == HeaderName::From).collect();
+    let header = match headers.as_slice() {
+        [] => return Some(FromProblem::Missing),
+        [one] => one,
+        _ => return Some(FromProblem::SeveralHeaders),
+    };
+    let raw = message
+        .raw_message()
+        .get(header.offset_start as usize..header.offset_end as usize)
+        .unwrap_or_default();
+    // `<@relay.test:ann@…>` or `<@a,@b:ann@…>`: mail-parser drops the route silently.
+    if raw.windows(2).any(|w| w == b"<@") {
+        return Some(FromProblem::SourceRoute);
+    }
+    let addrs = match header.value.as_address() {
+        Some(Address::List(list)) => list.as_slice(),
+        Some(Address::Group(_)) => return Some(FromProblem::Group),
+        None => return Some(FromProblem::Incomplete),
+    };
+    let [addr] = addrs else {
+        return Some(if addrs.is_empty() {
+            FromProblem::Incomplete
+        } else {
+            FromProblem::SeveralMailboxes
+        });
+    };
+    let address = addr.address.as_deref().unwrap_or_default().trim();
+    match address.rsplit_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !local.contains('@') =>
+        {
+            None
+        }
+        _ => Some(FromProblem::Incomplete),
+    }
+}
+
+/// The name of a From mailbox given with an empty address (`MAILER-DAEMON <>`).
+fn bare_name(message: &Message<'_>) -> Option<String> {
+    let Some(Address::List(list)) = message.from() else { return None };
+    let addr = list.first()?;
+    let empty = addr.address.as_deref().is_none_or(|a| a.trim().is_empty());
+    let name = addr.name.as_deref().map(collapse).filter(|n| !n.is_empty())?;
+    empty.then_some(name)
 }
 
 fn mailboxes(address: &Address<'_>) -> Vec<Mailbox> {

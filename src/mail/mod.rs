@@ -8,13 +8,20 @@
 
 pub mod attachment;
 pub mod classify;
+pub mod danger;
 pub mod inbound;
 mod parts;
 pub mod route;
 pub mod subject;
+pub mod zipped;
 
 pub use attachment::{Attachment, AttachmentKind};
-pub use classify::{classify, AutoReason, Classification, ClassifyContext, SubjectProblem};
-pub use inbound::{AutoSignals, DeliveryReport, Inbound, Mailbox, Unread};
+pub use classify::{
+    classify, is_delivery_failure, AutoReason, Classification, ClassifyContext, SubjectProblem,
+};
+pub use danger::Danger;
+pub use inbound::{AutoSignals, DeliveryReport, FromProblem, Inbound, Mailbox, Unread};
+pub use parts::MAX_ATTACHMENTS;
 pub use route::Route;
 pub use subject::{match_organisation, names_iapt, OrgMatch};
+pub use zipped::ZipLimits;

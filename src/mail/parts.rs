@@ -27,7 +27,12 @@ pub(super) struct Walked {
     pub problems: Vec<String>,
     /// What of the structure was not read, recorded with the problem that describes it.
     pub unread: Vec<Unread>,
+    /// The names of attachments past [`MAX_ATTACHMENTS`], not kept (at most [`MAX_SKIPPED`]).
+    pub skipped: Vec<String>,
 }
+
+/// Names of attachments past the cap that are listed (the rest are counted in `problems`).
+pub const MAX_SKIPPED: usize = 1000;
 
 pub(super) fn walk(message: &Message<'_>) -> Walked {
     let mut walked = Walked { body: body(message), ..Walked::default() };
@@ -74,11 +79,18 @@ fn collect(message: &Message<'_>, depth: usize, walked: &mut Walked) {
         let recovered = part.is_encoding_problem.then(|| recover(part, bytes)).flatten();
         let bytes = recovered.as_deref().unwrap_or(bytes);
         if walked.attachments.len() >= MAX_ATTACHMENTS {
-            walked
-                .problems
-                .push(format!("more than {MAX_ATTACHMENTS} attachments; the rest were not kept"));
-            walked.unread.push(Unread::AttachmentCap);
-            return;
+            if !walked.unread.contains(&Unread::AttachmentCap) {
+                walked.problems.push(format!(
+                    "more than {MAX_ATTACHMENTS} attachments; the rest were not kept"
+                ));
+                walked.unread.push(Unread::AttachmentCap);
+            }
+            if walked.skipped.len() < MAX_SKIPPED {
+                let number = MAX_ATTACHMENTS + walked.skipped.len() + 1;
+                let declared = part.attachment_name().map(collapse);
+                walked.skipped.push(safe_file_name(declared.as_deref(), number));
+            }
+            continue;
         }
         walked.attachments.push(attachment(part, bytes, depth, walked.attachments.len() + 1));
     }
@@ -103,6 +115,8 @@ fn attachment(part: &MessagePart<'_>, bytes: &[u8], depth: usize, number: usize)
     let content_type = content_type(part);
     Attachment {
         kind: sniff_kind(&name, &content_type, bytes),
+        danger: super::danger::danger(&name, &content_type, bytes),
+        container: None,
         name,
         declared_name: declared,
         content_type,

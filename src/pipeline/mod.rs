@@ -7,19 +7,24 @@
 //! reader (with its time limit) are the only things it calls.
 
 mod env;
+mod guard;
 mod history;
 mod outcome;
+mod plan;
+mod sender;
 mod submission;
 
 pub use env::Env;
 pub use outcome::Processed;
+pub use sender::{ids_at_domain, Verdict};
 
 use crate::guarded::read_with_timeout;
-use crate::mail::{classify, Attachment, Classification, Inbound};
+use crate::mail::{classify, Attachment, Classification, Inbound, ZipLimits};
 use crate::reply::{self, Original, ReplyKind};
-use crate::store::{sha256_hex, Assigned, AuditEvent, Filed, Filing, NewReply, Store, StoreError};
+use crate::store::{sha256_hex, Assigned, Filed, Filing, NewReply, Store, StoreError};
 use crate::workbook::{ReadError, Workbook};
 use chrono::{DateTime, Utc};
+use plan::{Facts, Plan, Planned};
 use std::collections::HashMap;
 use submission::Returns;
 
@@ -48,48 +53,6 @@ impl PipelineError {
     }
 }
 
-/// One reply still to be rendered once the store has assigned receipts.
-struct Planned {
-    kind: ReplyKind,
-    /// Short name kept in the outbox (`acceptance`, `guidance`, `forward`, …).
-    name: &'static str,
-    guidance_to: Option<String>,
-}
-
-/// What the decision for a message comes to, before filing.
-struct Plan {
-    class: &'static str,
-    outcome: String,
-    org: Option<String>,
-    period: Option<String>,
-    held: bool,
-    bounce_of: Option<String>,
-    returns: Returns,
-    replies: Vec<Planned>,
-    audit: Vec<AuditEvent>,
-}
-
-impl Plan {
-    fn new(class: &'static str, outcome: impl Into<String>) -> Plan {
-        Plan {
-            class,
-            outcome: outcome.into(),
-            org: None,
-            period: None,
-            held: false,
-            bounce_of: None,
-            returns: Returns::default(),
-            replies: Vec::new(),
-            audit: Vec::new(),
-        }
-    }
-
-    fn reply(mut self, name: &'static str, kind: ReplyKind) -> Plan {
-        self.replies.push(Planned { kind, name, guidance_to: None });
-        self
-    }
-}
-
 /// The part of processing a message that needs no store: its hash, the parse, the
 /// classification and the reading of each return attachment (the costly, pure stages). Several
 /// messages can be prepared at once; filing them stays in order.
@@ -97,6 +60,7 @@ pub struct Prepared {
     sha: String,
     too_large: bool,
     inbound: Inbound,
+    verdict: Verdict,
     class: Classification,
     /// Each return attachment as read, by attachment index.
     reads: HashMap<usize, Result<Workbook, ReadError>>,
@@ -111,8 +75,13 @@ pub fn prepare(env: &Env, raw: &[u8]) -> Prepared {
     let sha = sha256_hex(raw);
     let too_large = raw.len() as u64 > env.config.limits.message_bytes;
     // Over the limit, only the header block is parsed: enough to answer, nothing large decoded.
-    let inbound = if too_large { Inbound::parse(header_block(raw)) } else { Inbound::parse(raw) };
-    let class = classify(&inbound, &env.classify_context());
+    let zip = ZipLimits {
+        entry_bytes: env.config.limits.workbook.attachment_bytes,
+        total_bytes: env.config.limits.workbook.unpacked_bytes,
+    };
+    let inbound = Inbound::parse_with(if too_large { header_block(raw) } else { raw }, zip);
+    let verdict = sender::verdict(env, raw, &inbound);
+    let class = classify(&inbound, &env.classify_context(verdict.verified));
     let limits = env.config.limits;
     let reads = return_attachments(&class, too_large, &inbound)
         .map(|(i, att)| {
@@ -125,7 +94,16 @@ pub fn prepare(env: &Env, raw: &[u8]) -> Prepared {
             (i, read)
         })
         .collect();
-    Prepared { sha, too_large, inbound, class, reads, raw_staged: false, staged: HashMap::new() }
+    Prepared {
+        sha,
+        too_large,
+        inbound,
+        verdict,
+        class,
+        reads,
+        raw_staged: false,
+        staged: HashMap::new(),
+    }
 }
 
 /// The return attachments of a submission that was parsed whole, with their indexes.
@@ -170,49 +148,78 @@ pub fn process_prepared<S: Store + ?Sized>(
     prepared: Prepared,
     now: DateTime<Utc>,
 ) -> Result<Processed, PipelineError> {
-    let Prepared { sha, too_large, inbound, class, mut reads, raw_staged, mut staged } = prepared;
+    let Prepared { sha, too_large, inbound, verdict, class, mut reads, raw_staged, mut staged } =
+        prepared;
     if let Some(existing) = store.find_duplicate(inbound.message_id.as_deref(), &sha)? {
         return Ok(Processed::duplicate(msg.source_key, &inbound, existing));
     }
     if !raw_staged {
         store.put_blob(msg.raw)?;
     }
+    let facts = Facts { env, msg, sha: &sha, inbound: &inbound, verdict: &verdict };
+    let sender = inbound.sender();
     let mut plan = match &class {
-        Classification::Automatic { bounce_of, .. } => {
-            let mut p =
-                Plan::new("automatic", if bounce_of.is_some() { "bounce" } else { "filed" });
+        Classification::Automatic { reason, bounce_of } => {
+            let failure = crate::mail::is_delivery_failure(reason, &inbound);
+            let candidates =
+                if failure { ids_at_domain(msg.raw, env.domain()) } else { Vec::new() };
+            let bounce = bounce_of.is_some() || !candidates.is_empty();
+            let mut p = Plan::new("automatic", if bounce { "bounce" } else { "filed" });
             p.bounce_of = bounce_of.clone();
+            p.bounce_candidates = candidates;
             p
         }
-        Classification::SubjectRule { reason } => subject_rule(store, env, &inbound, reason, now)?,
+        Classification::SubjectRule { reason } => plan::subject_rule(&facts, reason),
+        Classification::BadSender { problem, org, .. } => {
+            plan::bad_sender(&facts, *problem, org.as_deref())
+        }
+        Classification::Unverified { org, .. } => plan::unverified(&facts, org),
         // Only the headers of an oversized message were parsed, so its attachments are unseen
         // and it looks like a question: answer it as the oversized return it most likely is,
         // rather than forwarding megabytes to a team.
         Classification::Question { org, .. } | Classification::Damaged { org, .. } if too_large => {
-            submission(org, Returns::message_too_large(env, org, msg.raw.len() as u64))
+            let returns = Returns::message_too_large(env, org, msg.raw.len() as u64);
+            plan::submission(org, returns, sender)
         }
         Classification::Damaged { org, unread } => {
-            submission(org, Returns::damaged(env, org, unread))
+            plan::submission(org, Returns::damaged(env, org, unread), sender)
         }
-        Classification::Question { org, route, .. } => question(env, msg, &sha, org, *route),
-        Classification::Unauthorised { org, .. } => unauthorised(env, msg, org),
+        Classification::Question { org, route, .. } => plan::question(&facts, org, *route),
+        Classification::Unauthorised { org, .. } => plan::unauthorised(&facts, org),
         Classification::Submission { org, attachments, unreadable } => {
             let returns = if too_large {
                 Returns::message_too_large(env, org, msg.raw.len() as u64)
             } else {
-                let ctx = submission::Attached { inbound: &inbound, attachments, unreadable };
+                let ctx = submission::Attached {
+                    inbound: &inbound,
+                    attachments,
+                    unreadable,
+                    reveal_history: verdict.verified,
+                };
                 Returns::validate(store, env, org, ctx, &mut reads, &mut staged, msg)?
             };
-            submission(org, returns)
+            plan::submission(org, returns, sender)
         }
     };
     if plan.period.is_none() {
         plan.period = env.period_open_at(msg.received_at);
     }
+    if let Some(why) = unaddressable(&plan) {
+        plan = plan::unaddressable(&facts, plan, &why);
+    }
+    let others = replacement_recipients(env, &plan, sender);
+    let answers = sender::answers(&inbound, env.domain());
+    let looked = store.look_up(&guard::lookup(&plan, &others, &answers, now))?;
+    let spreadsheets =
+        inbound.attachments.iter().any(|a| a.kind != crate::mail::AttachmentKind::Other);
+    guard::suppress_guidance(&mut plan, &looked, env.config.limits.guidance_per_address_per_day);
+    guard::break_loops(&mut plan, &answers, spreadsheets, &looked);
+    let mut limits = guard::Limits::new(env, looked);
     let detail = serde_json::json!({
         "classification": class,
         "problems": inbound.problems,
         "attachments": inbound.attachments,
+        "skipped_attachments": inbound.skipped,
         "size": msg.raw.len(),
     });
     let filing = Filing {
@@ -221,7 +228,7 @@ pub fn process_prepared<S: Store + ?Sized>(
         sha256: sha.clone(),
         received_at: msg.received_at,
         filed_at: now,
-        from: inbound.sender().map(str::to_string),
+        from: sender.map(str::to_string),
         subject: Some(inbound.subject.clone()),
         class: plan.class.to_string(),
         outcome: plan.outcome.clone(),
@@ -229,19 +236,48 @@ pub fn process_prepared<S: Store + ?Sized>(
         org: plan.org.clone(),
         period: plan.period.clone(),
         held: plan.held,
+        verification: verdict.detail.clone(),
+        fingerprint: sender::fingerprint(&inbound),
+        replay_key: verdict.replay_key.clone(),
+        answers: answers.clone(),
+        thread_answered: plan.acknowledges_thread,
         bounce_of: plan.bounce_of.clone(),
+        bounce_candidates: std::mem::take(&mut plan.bounce_candidates),
         returns: plan.returns.new_returns.clone(),
         audit: std::mem::take(&mut plan.audit),
     };
     let original = original(&inbound);
     let mut rendered: Vec<(String, String, Vec<String>)> = Vec::new();
     let mut render = |assigned: &Assigned| -> Vec<NewReply> {
+        let mut queue: Vec<(Planned, Option<crate::store::LimitHeld>)> = Vec::new();
+        let replacements = replacement_notices(env, &plan, assigned, &others);
+        for planned in plan
+            .replies
+            .iter()
+            .map(|p| Planned {
+                kind: plan.returns.with_receipts(&p.kind, assigned),
+                name: p.name,
+                to: p.to.clone(),
+            })
+            .chain(replacements)
+        {
+            match limits.decide(planned.name, planned.to.as_deref()) {
+                guard::Decision::Send => queue.push((planned, None)),
+                guard::Decision::Skip => {}
+                guard::Decision::Hold(held, notice) => {
+                    queue.push((planned, Some(held)));
+                    if let Some(kind) = notice {
+                        queue.push((Planned { kind: *kind, name: "limit_notice", to: None }, None));
+                    }
+                }
+            }
+        }
         let mut out = Vec::new();
-        for planned in &plan.replies {
-            let kind = plan.returns.with_receipts(&planned.kind, assigned);
-            let ctx =
-                env.reply_context(format!("{}.{}@{}", planned.name, &sha[..24], env.domain()), now);
-            match reply::render(&kind, &original, &ctx, &env.templates).and_then(|r| {
+        for (n, (planned, held)) in queue.iter().enumerate() {
+            let id =
+                format!("{}.{}{}@{}", planned.name, &sha[..24], suffix(n, planned), env.domain());
+            let ctx = env.reply_context(id, now);
+            match reply::render(&planned.kind, &original, &ctx, &env.templates).and_then(|r| {
                 let raw = r.to_bytes()?;
                 Ok(NewReply {
                     message_id: ctx.message_id.clone(),
@@ -249,7 +285,9 @@ pub fn process_prepared<S: Store + ?Sized>(
                     envelope_from: r.envelope_from().to_string(),
                     recipients: r.recipients(),
                     raw,
-                    guidance_to: planned.guidance_to.clone(),
+                    guidance_to: (planned.name == "guidance").then(|| planned.to.clone()).flatten(),
+                    counts_against: planned.to.as_deref().map(crate::store::recipient_key),
+                    held: *held,
                 })
             }) {
                 Ok(reply) => {
@@ -260,11 +298,11 @@ pub fn process_prepared<S: Store + ?Sized>(
                     ));
                     out.push(reply);
                 }
-                // Nobody to answer (an unusable From address): the message is still filed.
-                Err(e) => tracing::warn!(
+                // Checked before filing (`unaddressable`), so this is a template or build fault.
+                Err(e) => tracing::error!(
                     source = msg.source_key,
                     reply = planned.name,
-                    "reply not sent: {e}"
+                    "reply not queued: {e}"
                 ),
             }
         }
@@ -275,7 +313,7 @@ pub fn process_prepared<S: Store + ?Sized>(
         Filed::New(assigned) => Ok(Processed {
             source_key: msg.source_key.to_string(),
             message_id: inbound.message_id.clone(),
-            from: inbound.sender().map(str::to_string),
+            from: sender.map(str::to_string),
             class: plan.class.to_string(),
             outcome: plan.outcome,
             org: plan.org,
@@ -291,6 +329,67 @@ pub fn process_prepared<S: Store + ?Sized>(
             replies: rendered,
         }),
     }
+}
+
+/// A Message-ID suffix for replies of a name that occur more than once in one filing (the
+/// replacement notices to each other address, a second limit notice); the first keeps the
+/// plain id, so replies filed before this existed keep theirs.
+fn suffix(n: usize, planned: &Planned) -> String {
+    match planned.name {
+        "replacement_notice" | "limit_notice" => format!(".{n}"),
+        _ => String::new(),
+    }
+}
+
+/// Why a reply of the plan to an outside address could not be sent, if one could not.
+fn unaddressable(plan: &Plan) -> Option<String> {
+    plan.replies.iter().filter_map(|r| r.to.as_deref()).find_map(|to| reply::addressable(to).err())
+}
+
+/// The organisation's other registered addresses (exact ones only: a domain entry names
+/// nobody), told when an accepted return of this filing replaces a standing one (SPEC §4a).
+fn replacement_recipients(env: &Env, plan: &Plan, sender: Option<&str>) -> Vec<String> {
+    if !plan.returns.new_returns.iter().any(|r| r.accepted) || plan.held.is_some() {
+        return Vec::new();
+    }
+    let Some(org) = plan.org.as_deref().and_then(|o| env.registry.get(o)) else {
+        return Vec::new();
+    };
+    let sender = sender.map(crate::store::recipient_key).unwrap_or_default();
+    org.submitters
+        .iter()
+        .filter_map(|s| match s {
+            crate::collection::Submitter::Address(a)
+                if crate::store::recipient_key(a) != sender =>
+            {
+                Some(a.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn replacement_notices(env: &Env, plan: &Plan, assigned: &Assigned, to: &[String]) -> Vec<Planned> {
+    let Some(org) = plan.org.as_deref() else { return Vec::new() };
+    let replaced = assigned
+        .returns
+        .iter()
+        .zip(&plan.returns.new_returns)
+        .filter(|(_, r)| r.accepted)
+        .filter_map(|(a, _)| Some((a.supersedes.clone()?, a.receipt.clone()?)));
+    let mut out = Vec::new();
+    for (old_receipt, new_receipt) in replaced {
+        for address in to {
+            let kind = ReplyKind::ReplacementNotice {
+                to: address.clone(),
+                organisation: env.org_ref(org),
+                old_receipt: old_receipt.clone(),
+                new_receipt: new_receipt.clone(),
+            };
+            out.push(Planned { kind, name: "replacement_notice", to: Some(address.clone()) });
+        }
+    }
+    out
 }
 
 /// The header block of a message (up to the first blank line, at most 1 MB).
@@ -312,89 +411,4 @@ fn original(inbound: &Inbound) -> Original {
         message_id: inbound.message_id.clone(),
         references: inbound.references.clone(),
     }
-}
-
-fn subject_rule<S: Store + ?Sized>(
-    store: &S,
-    env: &Env,
-    inbound: &Inbound,
-    reason: &crate::mail::SubjectProblem,
-    now: DateTime<Utc>,
-) -> Result<Plan, PipelineError> {
-    let sender = inbound.sender().unwrap_or_default().to_string();
-    // At most one guidance reply per sender per day (SPEC §4): a sender stuck in a loop, or a
-    // colleague forwarding everything, must not get a flood.
-    if store.guidance_sent_on(&sender, now.date_naive())? {
-        return Ok(Plan::new("subject_rule", "guidance_suppressed"));
-    }
-    let reason = env.subject_problem(reason);
-    let mut plan = Plan::new("subject_rule", "guidance");
-    plan.replies.push(Planned {
-        kind: ReplyKind::SubjectRule { reason },
-        name: "guidance",
-        guidance_to: Some(sender),
-    });
-    Ok(plan)
-}
-
-fn question(env: &Env, msg: Incoming<'_>, sha: &str, org: &str, route: crate::mail::Route) -> Plan {
-    let route = env.route(route);
-    let (team_name, team_address) = env.team(route);
-    let reference =
-        format!("IAPT-Q-{}-{}", msg.received_at.format("%Y%m%d"), sha[..6].to_ascii_uppercase());
-    let mut plan = Plan::new("question", format!("routed_{}", route.as_str()))
-        .reply(
-            "forward",
-            ReplyKind::QueryForward {
-                to: team_address.clone(),
-                reference: reference.clone(),
-                route,
-                original: msg.raw.to_vec(),
-            },
-        )
-        .reply("query_ack", ReplyKind::QueryAck { reference, route, team_name, team_address });
-    plan.org = Some(org.to_string());
-    plan
-}
-
-fn unauthorised(env: &Env, msg: Incoming<'_>, org: &str) -> Plan {
-    let organisation = env.org_ref(org);
-    let team = env.config.routing.data_collection_team.clone();
-    let mut plan = Plan::new("unauthorised", "held")
-        .reply(
-            "notice",
-            ReplyKind::TeamNotice {
-                to: team.clone(),
-                organisation: Some(organisation.clone()),
-                reason:
-                    "the sender's address is not registered as a submitter for this organisation"
-                        .into(),
-                original: msg.raw.to_vec(),
-            },
-        )
-        .reply("unauthorised", ReplyKind::Unauthorised { organisation, contact: team });
-    plan.org = Some(org.to_string());
-    plan.held = true;
-    plan
-}
-
-fn submission(org: &str, returns: Returns) -> Plan {
-    let outcome = returns.outcome();
-    let mut plan = Plan::new("submission", outcome);
-    plan.org = Some(org.to_string());
-    plan.period = returns.period();
-    let kind = if returns.only_unreadable() {
-        ReplyKind::AskForAttachment { file_names: returns.unreadable_names() }
-    } else {
-        ReplyKind::Submission { files: returns.file_results() }
-    };
-    plan.returns = returns;
-    plan.reply(
-        if matches!(kind, ReplyKind::AskForAttachment { .. }) {
-            "ask_for_attachment"
-        } else {
-            "submission"
-        },
-        kind,
-    )
 }

@@ -32,12 +32,17 @@ pub(super) struct Attached<'a> {
     pub inbound: &'a Inbound,
     pub attachments: &'a [usize],
     pub unreadable: &'a [usize],
+    /// The sender was verified, so findings may quote earlier accepted figures (W01, W02);
+    /// otherwise they say only that the figure changed (SPEC §4a).
+    pub reveal_history: bool,
 }
 
 #[derive(Default)]
 pub(super) struct Returns {
     pub new_returns: Vec<NewReturn>,
     entries: Vec<Entry>,
+    /// Attachments and parts that were not read at all, named in the reply.
+    not_read: Vec<String>,
 }
 
 impl Returns {
@@ -53,7 +58,7 @@ impl Returns {
         staged: &mut HashMap<usize, String>,
         msg: Incoming<'_>,
     ) -> Result<Returns, PipelineError> {
-        let Attached { inbound, attachments, unreadable } = attached;
+        let Attached { inbound, attachments, unreadable, reveal_history } = attached;
         let limits = env.config.limits;
         let mut out = Returns::default();
         for &i in attachments {
@@ -85,7 +90,14 @@ impl Returns {
             if let Some(e) = history.take_error() {
                 return Err(e.into());
             }
+            let mut report = report;
+            if !reveal_history {
+                redact_history(&mut report);
+            }
             let accepted = report.is_valid();
+            // A file for another organisation is kept, but numbered for neither (SPEC §4b).
+            let for_other =
+                report.organisation.as_deref().is_some_and(|o| !o.eq_ignore_ascii_case(org));
             let late = report.findings.iter().any(|f| f.rule == LATE);
             out.new_returns.push(NewReturn {
                 org: org.to_string(),
@@ -97,6 +109,7 @@ impl Returns {
                 values: report.values.clone(),
                 derived: report.derived.clone(),
                 findings: serde_json::to_value(&report.findings).unwrap_or_default(),
+                numbered: accepted || !for_other,
             });
             let result = file_result(env, org, &att.name, report, late);
             out.entries.push(Entry {
@@ -120,6 +133,11 @@ impl Returns {
                 unreadable: true,
             });
         }
+        // Nothing is silent (SPEC §4b): what of the message was not read is named in the reply.
+        out.not_read = inbound.skipped.clone();
+        if inbound.unread.contains(&Unread::ArchiveEntry) {
+            out.not_read.push(Unread::ArchiveEntry.describe());
+        }
         Ok(out)
     }
 
@@ -139,8 +157,8 @@ impl Returns {
         );
         let result = file_result(env, org, "(the whole message)", report, false);
         Returns {
-            new_returns: Vec::new(),
             entries: vec![Entry { result, return_index: None, unreadable: false }],
+            ..Returns::default()
         }
     }
 
@@ -166,7 +184,7 @@ impl Returns {
                 }
             })
             .collect();
-        Returns { new_returns: Vec::new(), entries }
+        Returns { entries, ..Returns::default() }
     }
 
     pub fn outcome(&self) -> String {
@@ -198,7 +216,7 @@ impl Returns {
 
     /// The reply with the receipts the store assigned (only accepted returns show one).
     pub fn with_receipts(&self, kind: &ReplyKind, assigned: &Assigned) -> ReplyKind {
-        let ReplyKind::Submission { .. } = kind else { return kind.clone() };
+        let ReplyKind::Submission { not_read, .. } = kind else { return kind.clone() };
         let files = self
             .entries
             .iter()
@@ -213,7 +231,28 @@ impl Returns {
                 r
             })
             .collect();
-        ReplyKind::Submission { files }
+        ReplyKind::Submission { files, not_read: not_read.clone() }
+    }
+
+    pub fn not_read(&self) -> Vec<String> {
+        self.not_read.clone()
+    }
+}
+
+/// W01 and W02 quote the organisation's earlier accepted figures; a sender who was not verified
+/// is told only that the figure changed (SPEC §4a: stored figures go only to verified senders).
+fn redact_history(report: &mut Report) {
+    for f in report.findings.iter_mut() {
+        let id = f.measure.clone().unwrap_or_default();
+        match f.rule.as_str() {
+            "IAPT-W01" => {
+                f.message = format!("{id} differs from your last accepted return. KPI1 is the local estimate and normally stays the same all year; if the change is intended no action is needed, otherwise correct it and resubmit.")
+            }
+            "IAPT-W02" => {
+                f.message = format!("{id} differs by more than half from your accepted return for the previous quarter, and has no comment. If the figure is right, explain the change in the Comment column; otherwise correct it.")
+            }
+            _ => {}
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //! characters where words allow, with a hanging indent under numbered items.
 
 use super::template::{Scope, Value};
-use super::{FileResult, Original, ReplyContext, ReplyKind, Route, SubjectProblem};
+use super::{Carry, FileResult, Original, ReplyContext, ReplyKind, Route, SubjectProblem, Summary};
+use crate::echo;
 use crate::report::Finding;
 
 /// Lines longer than this are wrapped. RFC 5322 §2.1.1 recommends 78; 74 keeps an all-ASCII
@@ -25,9 +26,12 @@ fn flag(on: bool) -> Value {
 
 pub(crate) fn common(original: &Original, ctx: &ReplyContext) -> Scope {
     Scope::from([
-        ("sender_name", text(super::subject::clean(original.from_name.as_deref().unwrap_or("")))),
-        ("sender_address", text(original.from_address.trim())),
-        ("original_subject", text(super::subject::clean(&original.subject))),
+        (
+            "sender_name",
+            text(echo::capped(original.from_name.as_deref().unwrap_or(""), echo::NAME_MAX)),
+        ),
+        ("sender_address", text(echo::capped(&original.from_address, echo::NAME_MAX * 4))),
+        ("original_subject", text(echo::capped(&original.subject, echo::SUBJECT_MAX))),
         ("our_name", text(ctx.from_name.clone())),
         ("our_address", text(ctx.from_address.clone())),
         ("date", text(ctx.date.format("%-d %B %Y").to_string())),
@@ -36,9 +40,19 @@ pub(crate) fn common(original: &Original, ctx: &ReplyContext) -> Scope {
 
 pub(crate) fn scope(kind: &ReplyKind) -> Scope {
     match kind {
-        ReplyKind::Submission { files } => {
+        ReplyKind::Submission { files, not_read } => {
             let accepted = files.iter().filter(|f| f.is_accepted()).count();
+            let named: Vec<Scope> = not_read
+                .iter()
+                .take(50)
+                .map(|n| Scope::from([("file_name", text(echo::quoted(n, echo::FILE_NAME_MAX)))]))
+                .chain((not_read.len() > 50).then(|| {
+                    Scope::from([("file_name", text(format!("and {} more", not_read.len() - 50)))])
+                }))
+                .collect();
             Scope::from([
+                ("not_read", Value::List(named)),
+                ("max_attachments", text(crate::mail::MAX_ATTACHMENTS.to_string())),
                 ("file_count", text(files.len().to_string())),
                 ("accepted_count", text(accepted.to_string())),
                 ("rejected_count", text((files.len() - accepted).to_string())),
@@ -78,18 +92,60 @@ pub(crate) fn scope(kind: &ReplyKind) -> Scope {
             ("org_name", text(organisation.name.clone())),
             ("contact", text(contact.clone())),
         ]),
-        ReplyKind::TeamNotice { organisation, reason, .. } => Scope::from([
-            ("org_code", text(organisation.as_ref().map(|o| o.code.clone()).unwrap_or_default())),
-            ("org_name", text(organisation.as_ref().map(|o| o.name.clone()).unwrap_or_default())),
-            ("reason", text(reason.clone())),
-        ]),
+        ReplyKind::TeamNotice {
+            organisation,
+            reason,
+            unverified,
+            summary,
+            evidence,
+            carry,
+            ..
+        } => {
+            let mut scope = summary_scope(summary, carry);
+            let org = |f: fn(&super::OrgRef) -> &String| {
+                text(organisation.as_ref().map(|o| f(o).clone()).unwrap_or_default())
+            };
+            scope.insert("org_code", org(|o| &o.code));
+            scope.insert("org_name", org(|o| &o.name));
+            scope.insert("reason", text(reason.clone()));
+            scope.insert("held_unverified", flag(*unverified));
+            let lines = evidence
+                .iter()
+                .take(12)
+                .map(|l| Scope::from([("text", text(echo::capped(l, 300)))]))
+                .collect();
+            scope.insert("evidence", Value::List(lines));
+            scope
+        }
         ReplyKind::QueryAck { reference, route, team_name, team_address } => {
             let mut scope = route_scope(reference, *route);
             scope.insert("team_name", text(team_name.clone()));
             scope.insert("team_address", text(team_address.clone()));
             scope
         }
-        ReplyKind::QueryForward { reference, route, .. } => route_scope(reference, *route),
+        ReplyKind::QueryForward { reference, route, summary, text: words, carry, .. } => {
+            let mut scope = route_scope(reference, *route);
+            scope.extend(summary_scope(summary, carry));
+            scope.insert("text", text(words.clone().unwrap_or_default()));
+            scope
+        }
+        ReplyKind::UnverifiedNotice { organisation, contact } => Scope::from([
+            ("org_code", text(organisation.code.clone())),
+            ("org_name", text(organisation.name.clone())),
+            ("contact", text(contact.clone())),
+        ]),
+        ReplyKind::ReplacementNotice { organisation, old_receipt, new_receipt, .. } => {
+            Scope::from([
+                ("org_code", text(organisation.code.clone())),
+                ("org_name", text(organisation.name.clone())),
+                ("old_receipt", text(old_receipt.clone())),
+                ("new_receipt", text(new_receipt.clone())),
+            ])
+        }
+        ReplyKind::LimitNotice { limit, address, .. } => Scope::from([
+            ("limit", text(limit.clone())),
+            ("address", text(address.clone().unwrap_or_default())),
+        ]),
         ReplyKind::AskForAttachment { file_names } => Scope::from([
             ("file_count", text(file_names.len().to_string())),
             (
@@ -97,12 +153,43 @@ pub(crate) fn scope(kind: &ReplyKind) -> Scope {
                 Value::List(
                     file_names
                         .iter()
-                        .map(|n| Scope::from([("file_name", text(n.clone()))]))
+                        .map(|n| {
+                            Scope::from([("file_name", text(echo::capped(n, echo::FILE_NAME_MAX)))])
+                        })
                         .collect(),
                 ),
             ),
         ]),
     }
+}
+
+/// The summary at the top of a forward or notice (SPEC §4b).
+fn summary_scope(summary: &Summary, carry: &Carry) -> Scope {
+    let attachments = summary
+        .attachments
+        .iter()
+        .take(50)
+        .map(|a| {
+            Scope::from([
+                ("name", text(echo::quoted(&a.name, echo::FILE_NAME_MAX))),
+                ("type", text(a.real_type.clone())),
+                ("withheld", text(a.withheld.clone().unwrap_or_default())),
+            ])
+        })
+        .collect();
+    let registered_org = summary
+        .registered_for
+        .as_ref()
+        .map(|o| format!("{} ({})", o.name, o.code))
+        .unwrap_or_default();
+    Scope::from([
+        ("verified", flag(summary.verified)),
+        ("verification", text(echo::capped(&summary.verification, 300))),
+        ("registered", flag(summary.registered_for.is_some())),
+        ("registered_org", text(registered_org)),
+        ("carried_whole", flag(matches!(carry, Carry::Original(_)))),
+        ("attachments", Value::List(attachments)),
+    ])
 }
 
 fn route_scope(reference: &str, route: Route) -> Scope {
@@ -129,9 +216,9 @@ fn file(number: usize, f: &FileResult) -> Scope {
     let period = f.period_label.clone().or_else(|| f.report.period.clone()).unwrap_or_default();
     Scope::from([
         ("number", text(number.to_string())),
-        ("file_name", text(f.file_name.clone())),
-        ("organisation", text(organisation)),
-        ("period", text(period)),
+        ("file_name", text(echo::capped(&f.file_name, echo::FILE_NAME_MAX))),
+        ("organisation", text(echo::capped(&organisation, echo::NAME_MAX * 2))),
+        ("period", text(echo::capped(&period, echo::CELL_MAX))),
         ("accepted", flag(accepted)),
         ("rejected", flag(!accepted)),
         ("receipt", text(f.receipt.clone().unwrap_or_default())),
@@ -242,18 +329,19 @@ fn finding(n: usize, f: &Finding) -> Scope {
     Scope::from([
         ("n", text(n.to_string())),
         ("rule", text(f.rule.clone())),
-        ("measure", text(f.measure.clone().unwrap_or_default())),
-        ("sheet", text(f.sheet.clone().unwrap_or_default())),
-        ("cell", text(f.cell.clone().unwrap_or_default())),
-        ("location", text(location)),
+        ("measure", text(echo::capped(f.measure.as_deref().unwrap_or_default(), echo::CELL_MAX))),
+        ("sheet", text(echo::capped(f.sheet.as_deref().unwrap_or_default(), echo::CELL_MAX))),
+        ("cell", text(echo::capped(f.cell.as_deref().unwrap_or_default(), echo::CELL_MAX))),
+        ("location", text(echo::capped(&location, echo::CELL_MAX * 3))),
         ("message", text(one_line(&f.message))),
         ("guidance", text(one_line(&f.guidance))),
     ])
 }
 
-/// Texts from definitions and findings become one paragraph; wrapping is done at the end.
+/// Texts from definitions and findings become one paragraph (wrapping is done at the end),
+/// with nothing a spreadsheet smuggled into them able to start a line of its own.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    echo::one_line(s)
 }
 
 /// `68653` → `68,653`; blank → `(blank)`.

@@ -219,12 +219,15 @@ fn cases() -> Vec<(&'static str, ReplyKind, &'static str)> {
     vec![
         (
             "submission_accepted",
-            ReplyKind::Submission { files: vec![accepted_resubmission()] },
+            ReplyKind::Submission { files: vec![accepted_resubmission()], not_read: vec![] },
             subject,
         ),
         (
             "submission_mixed",
-            ReplyKind::Submission { files: vec![accepted_resubmission(), rejected()] },
+            ReplyKind::Submission {
+                files: vec![accepted_resubmission(), rejected()],
+                not_read: vec![],
+            },
             subject,
         ),
         (
@@ -253,7 +256,10 @@ fn cases() -> Vec<(&'static str, ReplyKind, &'static str)> {
                 to: TEAM.into(),
                 organisation: Some(leeds()),
                 reason: "the sender is not registered as a submitter for 5N1".into(),
-                original: raw_question(),
+                unverified: false,
+                summary: summary(),
+                evidence: Vec::new(),
+                carry: Carry::Original(raw_question()),
             },
             subject,
         ),
@@ -273,7 +279,9 @@ fn cases() -> Vec<(&'static str, ReplyKind, &'static str)> {
                 to: TEAM.into(),
                 reference: "Q-2011-0008".into(),
                 route: Route::Technical,
-                original: raw_question(),
+                summary: summary(),
+                text: None,
+                carry: Carry::Original(raw_question()),
             },
             "IAPT Leeds PCT: deadline for Q1?",
         ),
@@ -282,7 +290,45 @@ fn cases() -> Vec<(&'static str, ReplyKind, &'static str)> {
             ReplyKind::AskForAttachment { file_names: vec!["winmail.dat".into()] },
             subject,
         ),
+        (
+            "unverified_notice",
+            ReplyKind::UnverifiedNotice { organisation: leeds(), contact: TEAM.into() },
+            subject,
+        ),
+        (
+            "replacement_notice",
+            ReplyKind::ReplacementNotice {
+                to: "kim.lead@leeds.nhs.test".into(),
+                organisation: leeds(),
+                old_receipt: "IAPT-2011-12-Q1-5N1-1".into(),
+                new_receipt: "IAPT-2011-12-Q1-5N1-2".into(),
+            },
+            subject,
+        ),
+        (
+            "limit_notice",
+            ReplyKind::LimitNotice {
+                to: TEAM.into(),
+                limit: "10 automatic replies a day to jane.analyst@leeds.nhs.test".into(),
+                address: Some("jane.analyst@leeds.nhs.test".into()),
+            },
+            subject,
+        ),
     ]
+}
+
+/// What a forward or notice summarises: a verified registered sender with one PDF.
+fn summary() -> Summary {
+    Summary {
+        verified: true,
+        verification: "dkim=pass for leeds.nhs.test, reported by mx.example.nhs.test".into(),
+        registered_for: Some(leeds()),
+        attachments: vec![AttachmentLine {
+            name: "notes.pdf".into(),
+            real_type: "a PDF document".into(),
+            withheld: None,
+        }],
+    }
 }
 
 fn render_case(kind: &ReplyKind, subject: &str) -> Reply {
@@ -364,7 +410,7 @@ fn ids(v: &HeaderValue<'_>) -> Vec<String> {
 
 #[test]
 fn acceptance_threads_under_the_original_and_marks_itself_automatic() {
-    let kind = ReplyKind::Submission { files: vec![accepted_resubmission()] };
+    let kind = ReplyKind::Submission { files: vec![accepted_resubmission()], not_read: vec![] };
     let bytes =
         render_case(&kind, "RE: Re: IAPT KPI Q1 2011/12 Leeds PCT").to_bytes().expect("bytes");
     let m = parse(&bytes);
@@ -398,8 +444,11 @@ fn acceptance_threads_under_the_original_and_marks_itself_automatic() {
 
 #[test]
 fn rejection_subject_counts_errors_and_mixed_counts_files() {
-    let one = ReplyKind::Submission { files: vec![rejected()] };
-    let two = ReplyKind::Submission { files: vec![accepted_resubmission(), rejected()] };
+    let one = ReplyKind::Submission { files: vec![rejected()], not_read: vec![] };
+    let two = ReplyKind::Submission {
+        files: vec![accepted_resubmission(), rejected()],
+        not_read: vec![],
+    };
     let subject = |k: &ReplyKind| render_case(k, "IAPT KPI Q1 2011/12 Leeds PCT").subject;
     assert_eq!(subject(&one), "Re: IAPT KPI Q1 2011/12 Leeds PCT — rejected, 2 errors");
     assert_eq!(subject(&two), "Re: IAPT KPI Q1 2011/12 Leeds PCT — 1 accepted, 1 rejected");
@@ -411,7 +460,9 @@ fn forward_goes_to_the_team_with_reply_to_the_sender_and_the_original_attached()
         to: TEAM.into(),
         reference: "Q-2011-0008".into(),
         route: Route::Technical,
-        original: raw_question(),
+        summary: summary(),
+        text: None,
+        carry: Carry::Original(raw_question()),
     };
     let bytes = render_case(&kind, "IAPT Leeds PCT: deadline for Q1?").to_bytes().expect("bytes");
     let m = parse(&bytes);
@@ -454,7 +505,10 @@ fn the_same_reply_gives_the_same_bytes() {
         to: TEAM.into(),
         organisation: Some(leeds()),
         reason: "unregistered sender".into(),
-        original: raw_question(),
+        unverified: false,
+        summary: summary(),
+        evidence: Vec::new(),
+        carry: Carry::Original(raw_question()),
     };
     let a = render_case(&kind, "IAPT Leeds").to_bytes().expect("bytes");
     let b = render_case(&kind, "IAPT Leeds").to_bytes().expect("bytes");

@@ -18,7 +18,14 @@ pub(crate) fn subject(kind: &ReplyKind, original: &str) -> String {
     let base = base(original);
     let base = if base.is_empty() { "(no subject)".to_string() } else { base };
     match kind {
+        ReplyKind::TeamNotice { unverified: true, .. } => {
+            format!("Held as unverified: {base}")
+        }
         ReplyKind::TeamNotice { .. } => format!("Held for review: {base}"),
+        ReplyKind::LimitNotice { .. } => format!("Limit reached, replies kept: {base}"),
+        ReplyKind::ReplacementNotice { organisation, new_receipt, .. } => {
+            format!("IAPT KPI return for {} replaced, receipt {new_receipt}", organisation.code)
+        }
         ReplyKind::QueryForward { reference, route, .. } => {
             let what = match route {
                 Route::Technical => "technical question",
@@ -32,7 +39,7 @@ pub(crate) fn subject(kind: &ReplyKind, original: &str) -> String {
 
 fn outcome(kind: &ReplyKind) -> String {
     match kind {
-        ReplyKind::Submission { files } => {
+        ReplyKind::Submission { files, .. } => {
             let accepted: Vec<_> = files.iter().filter(|f| f.is_accepted()).collect();
             let rejected = files.len() - accepted.len();
             let errors: usize =
@@ -65,20 +72,20 @@ fn outcome(kind: &ReplyKind) -> String {
         ReplyKind::AskForAttachment { .. } => {
             "not filed: please resend as an .xlsx attachment".into()
         }
-        ReplyKind::TeamNotice { .. } | ReplyKind::QueryForward { .. } => String::new(),
+        ReplyKind::UnverifiedNotice { .. } => {
+            "not accepted: your address could not be verified".into()
+        }
+        ReplyKind::TeamNotice { .. }
+        | ReplyKind::QueryForward { .. }
+        | ReplyKind::LimitNotice { .. }
+        | ReplyKind::ReplacementNotice { .. } => String::new(),
     }
 }
 
-/// The subject as a one-line, bounded text: control characters (a folded or hostile header)
-/// become spaces, runs of space become one.
+/// The subject as a one-line, bounded text (see `echo`): control and format characters (a
+/// folded or hostile header, a bidi override) removed, runs of space become one.
 pub(crate) fn clean(subject: &str) -> String {
-    let spaced: String =
-        subject.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_CHARS * 4).collect();
-    let mut out = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.chars().count() > MAX_CHARS {
-        out = out.chars().take(MAX_CHARS - 1).collect::<String>() + "…";
-    }
-    out
+    crate::echo::capped(subject, MAX_CHARS)
 }
 
 /// The original subject without reply/forward prefixes (any language's usual ones, any number of

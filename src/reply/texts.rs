@@ -6,7 +6,7 @@ use super::template::{self, Node, Schema, Scope, TemplateProblem};
 use super::{ReplyError, ReplyKind};
 
 /// The template files, by stem: `config/replies/<name>.txt`.
-pub const TEMPLATE_NAMES: [&str; 7] = [
+pub const TEMPLATE_NAMES: [&str; 10] = [
     "submission",
     "subject_rule",
     "unauthorised",
@@ -14,10 +14,13 @@ pub const TEMPLATE_NAMES: [&str; 7] = [
     "query_ack",
     "query_forward",
     "ask_for_attachment",
+    "unverified_notice",
+    "replacement_notice",
+    "limit_notice",
 ];
 
 /// The templates shipped in `config/replies/`, built in so tests and a first run need no files.
-const SHIPPED: [(&str, &str); 7] = [
+const SHIPPED: [(&str, &str); 10] = [
     ("submission", include_str!("../../config/replies/submission.txt")),
     ("subject_rule", include_str!("../../config/replies/subject_rule.txt")),
     ("unauthorised", include_str!("../../config/replies/unauthorised.txt")),
@@ -25,6 +28,9 @@ const SHIPPED: [(&str, &str); 7] = [
     ("query_ack", include_str!("../../config/replies/query_ack.txt")),
     ("query_forward", include_str!("../../config/replies/query_forward.txt")),
     ("ask_for_attachment", include_str!("../../config/replies/ask_for_attachment.txt")),
+    ("unverified_notice", include_str!("../../config/replies/unverified_notice.txt")),
+    ("replacement_notice", include_str!("../../config/replies/replacement_notice.txt")),
+    ("limit_notice", include_str!("../../config/replies/limit_notice.txt")),
 ];
 
 // What every template may use.
@@ -65,8 +71,8 @@ static FILE: Schema = Schema {
     lists: &[("figures", &FIGURE), ("rates", &RATE), ("errors", &FINDING), ("warnings", &FINDING)],
 };
 static SUBMISSION: Schema = Schema {
-    fields: &["file_count", "accepted_count", "rejected_count"],
-    lists: &[("files", &FILE)],
+    fields: &["file_count", "accepted_count", "rejected_count", "max_attachments"],
+    lists: &[("files", &FILE), ("not_read", &ATTACHED)],
 };
 static CANDIDATE: Schema = Schema { fields: &["code", "name"], lists: &[] };
 static SUBJECT_RULE: Schema = Schema {
@@ -74,19 +80,61 @@ static SUBJECT_RULE: Schema = Schema {
     lists: &[("candidates", &CANDIDATE)],
 };
 static UNAUTHORISED: Schema = Schema { fields: &["org_code", "org_name", "contact"], lists: &[] };
-static TEAM_NOTICE: Schema = Schema { fields: &["org_code", "org_name", "reason"], lists: &[] };
+static ATTACHMENT_LINE: Schema = Schema { fields: &["name", "type", "withheld"], lists: &[] };
+static EVIDENCE: Schema = Schema { fields: &["text"], lists: &[] };
+static TEAM_NOTICE: Schema = Schema {
+    fields: &[
+        "org_code",
+        "org_name",
+        "reason",
+        "held_unverified",
+        "verified",
+        "verification",
+        "registered",
+        "registered_org",
+        "carried_whole",
+    ],
+    lists: &[("attachments", &ATTACHMENT_LINE), ("evidence", &EVIDENCE)],
+};
 static QUERY_ACK: Schema = Schema {
     fields: &["reference", "route", "technical", "content", "team_name", "team_address"],
     lists: &[],
 };
-static QUERY_FORWARD: Schema =
-    Schema { fields: &["reference", "route", "technical", "content"], lists: &[] };
+static QUERY_FORWARD: Schema = Schema {
+    fields: &[
+        "reference",
+        "route",
+        "technical",
+        "content",
+        "text",
+        "verified",
+        "verification",
+        "registered",
+        "registered_org",
+        "carried_whole",
+    ],
+    lists: &[("attachments", &ATTACHMENT_LINE)],
+};
 static ATTACHED: Schema = Schema { fields: &["file_name"], lists: &[] };
 static ASK: Schema = Schema { fields: &["file_count"], lists: &[("files", &ATTACHED)] };
+static UNVERIFIED: Schema = Schema { fields: &["org_code", "org_name", "contact"], lists: &[] };
+static REPLACEMENT: Schema =
+    Schema { fields: &["org_code", "org_name", "old_receipt", "new_receipt"], lists: &[] };
+static LIMIT: Schema = Schema { fields: &["limit", "address"], lists: &[] };
 
 /// The schema of each template, in the order of [`TEMPLATE_NAMES`].
-pub(crate) static SCHEMAS: [&Schema; 7] =
-    [&SUBMISSION, &SUBJECT_RULE, &UNAUTHORISED, &TEAM_NOTICE, &QUERY_ACK, &QUERY_FORWARD, &ASK];
+pub(crate) static SCHEMAS: [&Schema; 10] = [
+    &SUBMISSION,
+    &SUBJECT_RULE,
+    &UNAUTHORISED,
+    &TEAM_NOTICE,
+    &QUERY_ACK,
+    &QUERY_FORWARD,
+    &ASK,
+    &UNVERIFIED,
+    &REPLACEMENT,
+    &LIMIT,
+];
 
 /// Which template a kind of reply uses: an index into [`TEMPLATE_NAMES`].
 pub(crate) fn index(kind: &ReplyKind) -> usize {
@@ -98,6 +146,9 @@ pub(crate) fn index(kind: &ReplyKind) -> usize {
         ReplyKind::QueryAck { .. } => 4,
         ReplyKind::QueryForward { .. } => 5,
         ReplyKind::AskForAttachment { .. } => 6,
+        ReplyKind::UnverifiedNotice { .. } => 7,
+        ReplyKind::ReplacementNotice { .. } => 8,
+        ReplyKind::LimitNotice { .. } => 9,
     }
 }
 

@@ -3,13 +3,12 @@
 //! trail. Filing a message, numbering its returns and queueing its replies is one transaction,
 //! so a crash loses nothing and never files a message twice.
 //!
-//! `Store` is the port; `SqliteStore` (SQLite + content-addressed blobs) is the embedded default
-//! and `MemoryStore` the in-memory twin for the pipeline's tests. This module owns the database
+//! `Store` is the port; `SqliteStore` (SQLite + content-addressed blobs) is the embedded default,
+//! and tests use it too, on a database in a temporary directory. This module owns the database
 //! and the blob directory and nothing else: it never reads mail, renders replies or sends them.
 
 mod blobs;
 mod error;
-mod memory;
 mod rules;
 pub mod schema;
 mod sqlite;
@@ -17,8 +16,7 @@ mod types;
 
 pub use blobs::{is_sha256_hex, sha256_hex, Blobs};
 pub use error::StoreError;
-pub use memory::MemoryStore;
-pub use rules::{norm_message_id, receipt};
+pub use rules::{norm_message_id, receipt, recipient_key};
 pub use sqlite::{journal_path, SqliteStore};
 pub use types::*;
 
@@ -93,6 +91,12 @@ pub trait Store: Outbox<Error = StoreError> + Send + Sync {
     fn settle(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// What the limits and the loop breaker need to know before a message is filed (SPEC §4b):
+    /// mail already queued to each recipient on the day and by the mailbox in the hour, and
+    /// whether the thread the message answers had its acknowledgement on the day. Reads inside
+    /// an open batch see the batch's filings.
+    fn look_up(&self, query: &Lookup) -> Result<Looked, StoreError>;
 
     /// Whether a guidance reply to `sender` was queued on `day` (UTC).
     fn guidance_sent_on(&self, sender: &str, day: NaiveDate) -> Result<bool, StoreError>;

@@ -26,9 +26,22 @@ pub fn reply_message_id(reply: &NewReply) -> Result<String, StoreError> {
     })
 }
 
-/// Senders are compared lower-case, as mail addresses are in practice.
+/// Senders are compared as [`recipient_key`]s.
 pub fn norm_sender(sender: &str) -> String {
-    sender.trim().to_ascii_lowercase()
+    recipient_key(sender)
+}
+
+/// The address a limit counts against (SPEC §4b): lower-cased, and without a `+tag` in the
+/// local part, so `victim+1@x` and `Victim+2@X` are the same person.
+pub fn recipient_key(address: &str) -> String {
+    let address = address.trim().trim_start_matches('<').trim_end_matches('>').to_lowercase();
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let local = local.split_once('+').map_or(local, |(base, _)| base);
+            format!("{local}@{domain}")
+        }
+        None => address,
+    }
 }
 
 /// The receipt of a return version: `IAPT-2011-12-Q1-5N1-2`.
@@ -103,6 +116,13 @@ fn is_accepted(s: ReturnState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recipient_keys_ignore_case_and_plus_tags() {
+        assert_eq!(recipient_key(" Victim+1@Example.TEST "), "victim@example.test");
+        assert_eq!(recipient_key("<victim+a+b@example.test>"), "victim@example.test");
+        assert_eq!(recipient_key("ann@leeds.nhs.test"), "ann@leeds.nhs.test");
+    }
 
     #[test]
     fn message_ids_lose_brackets_and_spaces() {

@@ -88,6 +88,31 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: bounces of our replies, recorded against the reply.
     "ALTER TABLE outbox ADD COLUMN bounced_at TEXT;
     ALTER TABLE outbox ADD COLUMN bounced_by INTEGER REFERENCES messages (id);",
+    // 4: who sent it and not a weapon (SPEC §4a, §4b): why a message is held and the verdict on
+    // its sender; duplicates without a Message-ID and replayed signatures; threads of replies
+    // to our own mail; replies kept at a limit and whom they count against.
+    "ALTER TABLE messages ADD COLUMN held_reason TEXT;
+    UPDATE messages SET held_reason = 'unregistered' WHERE held = 1;
+    ALTER TABLE messages ADD COLUMN verification TEXT;
+    ALTER TABLE messages ADD COLUMN fingerprint TEXT;
+    ALTER TABLE messages ADD COLUMN replay_key TEXT;
+    ALTER TABLE messages ADD COLUMN thread_root INTEGER REFERENCES messages (id);
+    CREATE INDEX messages_fingerprint ON messages (fingerprint, filed_at)
+        WHERE fingerprint IS NOT NULL;
+    CREATE UNIQUE INDEX messages_replay ON messages (replay_key) WHERE replay_key IS NOT NULL;
+
+    CREATE TABLE thread_log (
+        root    INTEGER NOT NULL REFERENCES messages (id),
+        day     TEXT NOT NULL,
+        message INTEGER NOT NULL REFERENCES messages (id),
+        PRIMARY KEY (root, day)
+    ) STRICT, WITHOUT ROWID;
+
+    ALTER TABLE outbox ADD COLUMN counts_against TEXT;
+    ALTER TABLE outbox ADD COLUMN held_reason TEXT;
+    CREATE INDEX outbox_counts ON outbox (counts_against, created_at)
+        WHERE counts_against IS NOT NULL;
+    CREATE INDEX outbox_created ON outbox (created_at);",
 ];
 
 /// The version a fully migrated database has.

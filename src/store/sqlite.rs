@@ -12,8 +12,9 @@ pub use sent::journal_path;
 
 use super::rules::{norm_message_id, norm_org, StatusBuilder};
 use super::{
-    schema, AuditRow, Blobs, Filed, Filing, MessageRef, Prior, Render, ReplyRow, ReturnState,
-    StandingReturn, StatusRow, Store, StoreError, Undelivered, VersionRow,
+    schema, AuditRow, Blobs, Filed, Filing, Looked, Lookup, MessageRef, Prior, RecipientCount,
+    Render, ReplyRow, ReturnState, StandingReturn, StatusRow, Store, StoreError, Undelivered,
+    VersionRow,
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::types::Type;
@@ -177,10 +178,10 @@ fn get_opt_u32(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<u32>> {
     }
 }
 
-const MESSAGE_REF: &str =
+pub(super) const MESSAGE_REF: &str =
     "SELECT id, source_key, message_id, sha256, received_at, class, outcome FROM messages";
 
-fn message_ref(r: &Row<'_>) -> rusqlite::Result<MessageRef> {
+pub(super) fn message_ref(r: &Row<'_>) -> rusqlite::Result<MessageRef> {
     Ok(MessageRef {
         id: r.get(0)?,
         source_key: r.get(1)?,
@@ -320,6 +321,52 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
+    fn look_up(&self, q: &Lookup) -> Result<Looked, StoreError> {
+        let conn = self.conn()?;
+        let day_from = ts(q.day.and_time(chrono::NaiveTime::MIN).and_utc());
+        let day_to =
+            ts((q.day + chrono::TimeDelta::days(1)).and_time(chrono::NaiveTime::MIN).and_utc());
+        let mut looked = Looked::default();
+        for key in &q.recipients {
+            let count = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FILTER (WHERE held_reason IS NULL),
+                            COUNT(*) FILTER (WHERE held_reason IS NULL AND kind = 'guidance'),
+                            COUNT(*) FILTER (WHERE held_reason IS NULL
+                                             AND kind = 'unverified_notice'),
+                            COUNT(*) FILTER (WHERE held_reason IS NOT NULL) > 0
+                     FROM outbox INDEXED BY outbox_counts
+                     WHERE counts_against = ?1 AND created_at >= ?2 AND created_at < ?3",
+                )?
+                .query_row(params![key, day_from, day_to], |r| {
+                    Ok(RecipientCount {
+                        replies: get_u32(r, 0)?,
+                        guidance: get_u32(r, 1)?,
+                        unverified_notices: get_u32(r, 2)?,
+                        held: r.get(3)?,
+                    })
+                })?;
+            looked.recipients.insert(key.clone(), count);
+        }
+        let (last_hour, hour_held) = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FILTER (WHERE held_reason IS NULL),
+                        COUNT(*) FILTER (WHERE held_reason = 'hourly_limit') > 0
+                 FROM outbox WHERE created_at >= ?1 AND kind <> 'limit_notice'",
+            )?
+            .query_row([ts(q.hour_from)], |r| Ok((get_u32(r, 0)?, r.get(1)?)))?;
+        looked.last_hour = last_hour;
+        looked.hour_held = hour_held;
+        if let Some(root) = filing::thread_root(&conn, &q.answers)? {
+            looked.thread_answered_today = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM thread_log WHERE root = ?1 AND day = ?2)",
+                )?
+                .query_row(params![root, q.day.to_string()], |r| r.get(0))?;
+        }
+        Ok(looked)
+    }
+
     fn status(&self, period: &str) -> Result<Vec<StatusRow>, StoreError> {
         let conn = self.conn()?;
         let mut b = StatusBuilder::default();
@@ -330,13 +377,19 @@ impl Store for SqliteStore {
                        FROM return_versions rv JOIN messages m ON m.id = rv.message
                        WHERE rv.period = ?1 AND rv.status = 'rejected'
                      UNION ALL
-                       SELECT org, NULL, received_at, 'held', id, 0 FROM messages
+                       SELECT org, NULL, received_at,
+                              CASE held_reason WHEN 'unverified' THEN 'unverified' ELSE 'held' END,
+                              id, 0 FROM messages
                        WHERE held = 1 AND period = ?1 AND org IS NOT NULL)
                    ORDER BY mid, rid";
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([period], |r| {
             let kind: String = r.get(3)?;
-            let status = if kind == "held" { ReturnState::Held } else { ReturnState::Rejected };
+            let status = match kind.as_str() {
+                "held" => ReturnState::Held,
+                "unverified" => ReturnState::Unverified,
+                _ => ReturnState::Rejected,
+            };
             Ok(StatusRow { org: r.get(0)?, status, receipt: r.get(1)?, received_at: get_ts(r, 2)? })
         })?;
         for row in rows {
@@ -356,8 +409,11 @@ impl Store for SqliteStore {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT id, message, message_id, kind, recipients, attempts, last_error,
-                    bounced_at IS NOT NULL
-             FROM outbox WHERE failed_permanently = 1 OR bounced_at IS NOT NULL ORDER BY id",
+                    bounced_at IS NOT NULL, held_reason
+             FROM outbox
+             WHERE failed_permanently = 1 OR bounced_at IS NOT NULL
+                OR (held_reason IS NOT NULL AND sent_at IS NULL)
+             ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Undelivered {
@@ -369,6 +425,7 @@ impl Store for SqliteStore {
                 attempts: get_u32(r, 5)?,
                 last_error: r.get(6)?,
                 bounced: r.get(7)?,
+                held: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

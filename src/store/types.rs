@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// Everything filed for one message, in one transaction (SPEC §5). The raw message is already in
 /// the blobs under `sha256`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filing {
     /// Where the message came from: the Maildir file name, the IMAP UID, `stdin`.
     pub source_key: String,
@@ -32,8 +32,25 @@ pub struct Filing {
     /// The period the message concerns: as read from its return, or else the period open when
     /// it arrived. Needed for held messages to show in `status`.
     pub period: Option<String>,
-    /// Held for review (sender not a submitter of `org`).
-    pub held: bool,
+    /// Held for review, and why: never filed as a standing return until the team decides.
+    pub held: Option<HeldReason>,
+    /// The verdict on who sent it, with its evidence (SPEC §4a), as `auth` gave it.
+    pub verification: serde_json::Value,
+    /// For a message without a Message-ID: its sender and contents, so the same message again
+    /// within [`FINGERPRINT_DAYS`] days is recognised as a duplicate (SPEC §4b).
+    pub fingerprint: Option<String>,
+    /// The verified DKIM signature it carries: the same signature twice is a replay, however
+    /// the rest of the message was changed (SPEC §4a).
+    pub replay_key: Option<String>,
+    /// Our own Message-IDs this message answers (`In-Reply-To`, `References`): the store files
+    /// it in that thread.
+    pub answers: Vec<String>,
+    /// An acknowledgement was queued for a message that answers ours: counts against the
+    /// thread's one a day (SPEC §4b loops).
+    pub thread_answered: bool,
+    /// Further Message-IDs of ours found anywhere in a delivery failure, tried in order after
+    /// `bounce_of` to find the reply that bounced.
+    pub bounce_candidates: Vec<String>,
     /// For a bounce: the Message-ID of our reply that bounced.
     pub bounce_of: Option<String>,
     /// One per return attachment, in the order the reply lists them.
@@ -42,8 +59,47 @@ pub struct Filing {
     pub audit: Vec<AuditEvent>,
 }
 
+/// How long a fingerprint (see [`Filing::fingerprint`]) keeps recognising a duplicate.
+pub const FINGERPRINT_DAYS: i64 = 7;
+
+/// Why a message is held for the Data Collection Team instead of being answered as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldReason {
+    /// The sender is not a registered submitter of the organisation.
+    Unregistered,
+    /// The sender could not be verified (SPEC §4a): `status` shows `unverified`.
+    Unverified,
+    /// The From header names no single sender.
+    BadSender,
+    /// No reply could be addressed to the sender.
+    Unaddressable,
+}
+
+impl HeldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldReason::Unregistered => "unregistered",
+            HeldReason::Unverified => "unverified",
+            HeldReason::BadSender => "bad_sender",
+            HeldReason::Unaddressable => "unaddressable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<HeldReason> {
+        [
+            HeldReason::Unregistered,
+            HeldReason::Unverified,
+            HeldReason::BadSender,
+            HeldReason::Unaddressable,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
 /// One return attachment as validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewReturn {
     /// The organisation the subject names (a file naming another one is rejected, IAPT-E10).
     pub org: String,
@@ -57,6 +113,9 @@ pub struct NewReturn {
     pub derived: BTreeMap<String, Option<f64>>,
     /// The findings in their `check --format json` shape.
     pub findings: serde_json::Value,
+    /// False for a rejected file that is for another organisation than `org` (IAPT-E10): it is
+    /// kept, but takes no version number or receipt of `org` (SPEC §4b).
+    pub numbered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +125,7 @@ pub struct AuditEvent {
 }
 
 /// A reply to queue, fully rendered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewReply {
     /// Without angle brackets; unique across the outbox.
     pub message_id: String,
@@ -77,6 +136,68 @@ pub struct NewReply {
     pub raw: Vec<u8>,
     /// Set on a guidance reply: the sender it counts against (one per sender per day).
     pub guidance_to: Option<String>,
+    /// The address it counts against for the limits of SPEC §4b (see `recipient_key`); `None`
+    /// for mail to the team itself.
+    pub counts_against: Option<String>,
+    /// Kept, not sent: a limit of SPEC §4b was reached. Shown by `status`.
+    pub held: Option<LimitHeld>,
+}
+
+/// Which limit kept a reply from being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitHeld {
+    /// `[limits] replies_per_address_per_day` (or the guidance limit) for its recipient.
+    AddressLimit,
+    /// `[limits] replies_per_hour` for the whole mailbox.
+    HourlyLimit,
+}
+
+impl LimitHeld {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitHeld::AddressLimit => "address_limit",
+            LimitHeld::HourlyLimit => "hourly_limit",
+        }
+    }
+}
+
+/// What the limits and the loop breaker need to know before a message is filed: earlier mail
+/// to its recipients, the mailbox's last hour, and the thread it answers (see
+/// [`Store::look_up`](super::Store::look_up)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// Recipient keys (`recipient_key`) to count for.
+    pub recipients: Vec<String>,
+    /// The UTC day the per-address limits count.
+    pub day: chrono::NaiveDate,
+    /// The start of the hour the mailbox limit counts.
+    pub hour_from: DateTime<Utc>,
+    /// Our Message-IDs the message answers.
+    pub answers: Vec<String>,
+}
+
+/// The answers to a [`Lookup`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Looked {
+    /// By recipient key: replies queued (and not held) on the day, guidance among them, and
+    /// whether one was already held there (so the team was told).
+    pub recipients: BTreeMap<String, RecipientCount>,
+    /// Automatic mail queued (and not held) by the mailbox since `hour_from`.
+    pub last_hour: u32,
+    /// A reply was already held at the hourly limit since `hour_from` (the team was told).
+    pub hour_held: bool,
+    /// The message answers ours in a thread that already had an acknowledgement on the day.
+    pub thread_answered_today: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecipientCount {
+    pub replies: u32,
+    pub guidance: u32,
+    /// Notices that a return in this address's name could not be verified (one a day).
+    pub unverified_notices: u32,
+    pub held: bool,
 }
 
 /// What the store assigned while filing, handed to the reply renderer.
@@ -134,6 +255,8 @@ pub enum ReturnState {
     Late,
     Rejected,
     Held,
+    /// Held because the sender could not be verified (SPEC §4a); never standing.
+    Unverified,
 }
 
 impl ReturnState {
@@ -143,6 +266,7 @@ impl ReturnState {
             ReturnState::Late => "late",
             ReturnState::Rejected => "rejected",
             ReturnState::Held => "held",
+            ReturnState::Unverified => "unverified",
         }
     }
 }
@@ -183,6 +307,8 @@ pub struct Undelivered {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub bounced: bool,
+    /// Kept at a limit rather than failed (SPEC §4b).
+    pub held: Option<String>,
 }
 
 /// One version of a return, as stored.

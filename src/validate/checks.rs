@@ -35,8 +35,8 @@ pub(super) fn table_found(located: &Located, f: &mut Findings) -> bool {
         .map_or(String::new(), |d| format!(" {}", d.id.replace("iapt-kpi-", "").replace('-', "/")));
     for u in &located.unknown {
         f.push("IAPT-E20", None, Some(u.at), format!(
-            "Cell {} holds the id \"{}\", which is not a measure of the{year} return. Correct the id (the measures are {ids}) or delete the row.",
-            u.at, u.written
+            "Cell {} holds the id {}, which is not a measure of the{year} return. Correct the id (the measures are {ids}) or delete the row.",
+            u.at, crate::echo::quoted(&u.written, crate::echo::CELL_MAX)
         ));
     }
     for d in &located.duplicates {

@@ -3,6 +3,7 @@
 
 use super::{Findings, Input};
 use crate::collection::{PeriodId, Window};
+use crate::echo;
 use crate::workbook::locate::{HeaderField, HeaderValue, Located};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
 
@@ -40,7 +41,8 @@ pub(super) fn organisation(input: &Input, located: &Located, f: &mut Findings) -
     let cell = at.map_or(String::new(), |a| format!(" (cell {a})"));
     let Some(org) = input.registry.get(&code) else {
         f.push("IAPT-E10", None, at, format!(
-            "The Organisation code{cell} is \"{code}\", which is not the code of any organisation in this collection. Enter {what}."
+            "The Organisation code{cell} is {}, which is not the code of any organisation in this collection. Enter {what}.",
+            echo::quoted(&code, echo::CELL_MAX)
         ));
         return None;
     };
@@ -79,7 +81,8 @@ pub(super) fn period(input: &Input, located: &Located, f: &mut Findings) -> Opti
     let cell = at.map_or(String::new(), |a| format!(" (cell {a})"));
     let Some(period) = PeriodId::parse(&text) else {
         f.push("IAPT-E11", None, at, format!(
-            "The Reporting period{cell} is \"{text}\", which is not a period we recognise. Write it as Q1 2011/12 (or 2011/12 Q1, 2011-12-Q1, Q1 2011-12)."
+            "The Reporting period{cell} is {}, which is not a period we recognise. Write it as Q1 2011/12 (or 2011/12 Q1, 2011-12-Q1, Q1 2011-12).",
+            echo::quoted(&text, echo::CELL_MAX)
         ));
         return None;
     };

@@ -1,6 +1,7 @@
 //! Reading one value cell as a whole number of people (IAPT-E01, E02, W03): what a cell holds,
 //! how to describe it to an analyst, and what they should change. PURE.
 
+use crate::echo;
 use crate::workbook::Cell;
 
 /// Counts above this are not plausible for one PCT and would lose precision as floats.
@@ -31,11 +32,11 @@ pub(super) fn read(cell: Option<&Cell>) -> Reading {
             fix: TYPE_NUMBER,
         },
         Some(Cell::Error(e)) => Reading::Bad {
-            found: format!("the error value {e}"),
+            found: format!("the error value {}", echo::capped(e, echo::CELL_MAX)),
             fix: "Correct the formula that produces the error, or type the count in as a whole number.",
         },
         Some(Cell::FormulaNoValue(f)) => Reading::Bad {
-            found: format!("the formula ={f} with no saved result"),
+            found: format!("the formula ={} with no saved result", echo::capped(f, echo::CELL_MAX)),
             fix: "Open the file in Excel or LibreOffice Calc so the formula is calculated, save it and send it again, or type the count in as a whole number.",
         },
         Some(c @ Cell::DateTime(_)) => Reading::Bad {
@@ -48,7 +49,7 @@ pub(super) fn read(cell: Option<&Cell>) -> Reading {
 /// A number, or a number that was typed as text (`as_text` holds the text for messages).
 fn number(n: f64, as_text: Option<&str>) -> Reading {
     let shown = match as_text {
-        Some(t) => format!("the text \"{t}\""),
+        Some(t) => format!("the text {}", echo::quoted(t, echo::CELL_MAX)),
         None => Cell::Number(n).display(),
     };
     if !n.is_finite() {
@@ -74,7 +75,10 @@ fn text(raw: &str) -> Reading {
     let t = raw.trim();
     match numeric_text(t) {
         Some(n) => number(n, Some(t)),
-        None => Reading::Bad { found: format!("the text \"{t}\""), fix: TYPE_NUMBER },
+        None => Reading::Bad {
+            found: format!("the text {}", echo::quoted(t, echo::CELL_MAX)),
+            fix: TYPE_NUMBER,
+        },
     }
 }
 

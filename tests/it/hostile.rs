@@ -205,7 +205,7 @@ fn inputs_that_crashed_the_fuzzers_are_handled() {
         let started = Instant::now();
         if name.starts_with("mail-") {
             let inbound = Inbound::parse(&bytes);
-            let _ = classify(&inbound, &h.env.classify_context());
+            let _ = classify(&inbound, &h.env.classify_context(true));
         } else if name.starts_with("workbook-") {
             let file_name = fuzz_file_name(bytes.first().copied().unwrap_or(0));
             let book = read(bytes.get(1..).unwrap_or_default(), file_name, &Limits::default());

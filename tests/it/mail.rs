@@ -67,7 +67,10 @@ fn summary(inbound: &Inbound, classification: &Classification) -> Value {
 
 /// The `[routing]` keyword defaults of the embedded config, so the fixtures route as the
 /// product does.
-use iapt_intake::config::{DEFAULT_CONTENT as CONTENT, DEFAULT_TECHNICAL as TECHNICAL};
+use iapt_intake::config::{
+    DEFAULT_AUTOMATIC_SENDERS, DEFAULT_AUTOMATIC_SUBJECTS, DEFAULT_BOUNCE_SUBJECTS,
+    DEFAULT_CONTENT as CONTENT, DEFAULT_TECHNICAL as TECHNICAL,
+};
 
 #[test]
 fn golden_fixtures_parse_and_classify_as_expected() {
@@ -75,6 +78,11 @@ fn golden_fixtures_parse_and_classify_as_expected() {
     let ours = strings(&["iapt.kpi@collection.test"]);
     let technical = strings(TECHNICAL);
     let content = strings(CONTENT);
+    let (auto_subjects, bounce_subjects, auto_senders) = (
+        strings(DEFAULT_AUTOMATIC_SUBJECTS),
+        strings(DEFAULT_BOUNCE_SUBJECTS),
+        strings(DEFAULT_AUTOMATIC_SENDERS),
+    );
     let ctx = ClassifyContext {
         registry: &registry,
         our_addresses: &ours,
@@ -82,6 +90,11 @@ fn golden_fixtures_parse_and_classify_as_expected() {
         loop_marker: "iapt-intake@collection.test",
         technical_keywords: &technical,
         content_keywords: &content,
+        automatic_subjects: &auto_subjects,
+        bounce_subjects: &bounce_subjects,
+        automatic_senders: &auto_senders,
+        require_verified: false,
+        verified: true,
     };
     let mut emls: Vec<PathBuf> = std::fs::read_dir(fixtures())
         .expect("fixture dir")

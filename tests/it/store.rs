@@ -1,11 +1,11 @@
-//! The store end to end: behaviour tests written once against `impl Store` and run on a real
-//! SQLite file in a temporary directory and on `MemoryStore`; then what only a real database
-//! can show: reopening, migrating an old schema, a process killed mid-filing, tampered blobs.
+//! The store end to end: behaviour tests written against `impl Store` and run on a real SQLite
+//! file in a temporary directory (the contract a second backend must meet too); then what only
+//! a real database can show: reopening, migrating an old schema, a process killed mid-filing, tampered blobs.
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use iapt_intake::outbound::Outbox;
 use iapt_intake::store::{
-    schema, sha256_hex, AuditEvent, Filed, Filing, MemoryStore, NewReply, NewReturn, ReturnState,
+    schema, sha256_hex, AuditEvent, Filed, Filing, HeldReason, NewReply, NewReturn, ReturnState,
     SqliteStore, Store, StoreError,
 };
 use serde_json::json;
@@ -51,10 +51,7 @@ fn message(store: &impl Store, body: &str, message_id: Option<&str>) -> Filing {
         detail: json!({}),
         org: None,
         period: None,
-        held: false,
-        bounce_of: None,
-        returns: vec![],
-        audit: vec![],
+        ..Filing::default()
     }
 }
 
@@ -73,6 +70,7 @@ fn a_return(org: &str, period: Option<&str>, accepted: bool, kpi1: i64) -> NewRe
         values: kpi(kpi1),
         derived: [("access_rate".to_string(), Some(0.04))].into_iter().collect(),
         findings: json!([]),
+        numbered: true,
     }
 }
 
@@ -83,7 +81,7 @@ fn reply(message_id: &str, kind: &str) -> NewReply {
         envelope_from: "iapt@dh.test".into(),
         recipients: vec!["analyst@leeds.nhs.test".into()],
         raw: format!("Message-ID: <{message_id}>\r\n\r\nreply").into_bytes(),
-        guidance_to: None,
+        ..NewReply::default()
     }
 }
 
@@ -214,7 +212,7 @@ fn status_prefers_the_standing_return_then_the_latest_attempt(store: &impl Store
     for (body, org) in [("held-3", "5N3"), ("held-5", "5N5")] {
         let mut held = message(store, body, None);
         (held.org, held.period, held.held, held.outcome) =
-            (Some(org.into()), Some(Q1.into()), true, "held".into());
+            (Some(org.into()), Some(Q1.into()), Some(HeldReason::Unregistered), "held".into());
         store.file(&held, &mut |_| vec![]).expect("file held");
     }
     submit(store, "other period", vec![a_return("5N6", Some(Q2), true, 6)]);
@@ -340,18 +338,15 @@ fn a_failed_filing_writes_nothing(store: &impl Store) {
     assert_eq!(a.returns[0].receipt.as_deref(), Some("IAPT-2011-12-Q1-5N1-1"));
 }
 
-macro_rules! on_both {
+macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
             $( #[test] fn $name() { let (_dir, store) = super::sqlite_store(); super::$name(&store); } )*
         }
-        mod on_memory {
-            $( #[test] fn $name() { super::$name(&super::MemoryStore::new()); } )*
-        }
     };
 }
 
-on_both!(
+contract!(
     duplicates_by_bytes_or_message_id_are_filed_and_answered_once,
     receipts_are_numbered_per_organisation_and_period_and_supersede,
     status_prefers_the_standing_return_then_the_latest_attempt,

@@ -2,12 +2,13 @@
 //! receipts and supersession, the replies, the guidance log, a bounce's mark on our reply and
 //! the audit trail. Either all of it is committed or none of it.
 
-use super::{find_duplicate, ts};
+use super::{find_duplicate, message_ref, ts, MESSAGE_REF};
 use crate::store::rules::{
     check_filing, guidance_day, norm_message_id, norm_org, norm_sender, receipt, reply_message_id,
 };
 use crate::store::{
-    Assigned, AssignedReturn, Filed, Filing, NewReply, NewReturn, Render, StoreError,
+    Assigned, AssignedReturn, Filed, Filing, MessageRef, NewReply, NewReturn, Render, StoreError,
+    FINGERPRINT_DAYS,
 };
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -43,11 +44,12 @@ pub(super) fn file(
 /// Everything of one filing, inside the caller's transaction or savepoint. On a duplicate
 /// nothing is written and the caller's scope is simply dropped.
 fn file_in(tx: &Connection, filing: &Filing, render: &mut Render<'_>) -> Result<Filed, StoreError> {
-    if let Some(existing) = find_duplicate(tx, filing.message_id.as_deref(), &filing.sha256)? {
+    if let Some(existing) = find_same(tx, filing)? {
         return Ok(Filed::Duplicate(existing));
     }
     let at = filing.filed_at;
-    let message = insert_message(tx, filing)?;
+    let root = thread_root(tx, &filing.answers)?;
+    let message = insert_message(tx, filing, root)?;
     audit(
         tx,
         at,
@@ -62,8 +64,24 @@ fn file_in(tx: &Connection, filing: &Filing, render: &mut Render<'_>) -> Result<
     for reply in render(&assigned) {
         insert_reply(tx, message, at, &reply)?;
     }
-    if let Some(ours) = filing.bounce_of.as_deref().and_then(norm_message_id) {
-        record_bounce(tx, message, at, &ours)?;
+    if filing.thread_answered {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO thread_log (root, day, message) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            root.unwrap_or(message),
+            guidance_day(at).to_string(),
+            message
+        ])?;
+    }
+    let candidates: Vec<String> = filing
+        .bounce_of
+        .iter()
+        .chain(&filing.bounce_candidates)
+        .filter_map(|id| norm_message_id(id))
+        .collect();
+    if !candidates.is_empty() {
+        record_bounce(tx, message, at, &candidates)?;
     }
     for e in &filing.audit {
         audit(tx, at, Some(message), &e.event, &e.detail)?;
@@ -71,11 +89,56 @@ fn file_in(tx: &Connection, filing: &Filing, render: &mut Render<'_>) -> Result<
     Ok(Filed::New(assigned))
 }
 
-fn insert_message(tx: &Connection, f: &Filing) -> Result<i64, StoreError> {
+/// A message already filed that this one repeats: the same bytes or Message-ID; for a message
+/// without a Message-ID, the same sender and contents within [`FINGERPRINT_DAYS`] days; or the
+/// same verified DKIM signature (a replay, whatever else was changed).
+fn find_same(tx: &Connection, filing: &Filing) -> Result<Option<MessageRef>, StoreError> {
+    if let Some(existing) = find_duplicate(tx, filing.message_id.as_deref(), &filing.sha256)? {
+        return Ok(Some(existing));
+    }
+    if let Some(fingerprint) = &filing.fingerprint {
+        let since = filing.filed_at - chrono::TimeDelta::days(FINGERPRINT_DAYS);
+        let sql =
+            format!("{MESSAGE_REF} WHERE fingerprint = ?1 AND filed_at >= ?2 ORDER BY id LIMIT 1");
+        let found = tx
+            .prepare_cached(&sql)?
+            .query_row(params![fingerprint, ts(since)], message_ref)
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    let Some(key) = &filing.replay_key else { return Ok(None) };
+    let sql = format!("{MESSAGE_REF} WHERE replay_key = ?1 LIMIT 1");
+    Ok(tx.prepare_cached(&sql)?.query_row([key], message_ref).optional()?)
+}
+
+/// The first message of the thread that one of `answers` (our Message-IDs) belongs to: the
+/// message our reply answered, or that message's own thread root.
+pub(super) fn thread_root(tx: &Connection, answers: &[String]) -> Result<Option<i64>, StoreError> {
+    for id in answers.iter().filter_map(|a| norm_message_id(a)).take(20) {
+        let root: Option<i64> = tx
+            .prepare_cached(
+                "SELECT COALESCE(m.thread_root, m.id) FROM outbox o
+                 JOIN messages m ON m.id = o.message WHERE o.message_id = ?1",
+            )?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if root.is_some() {
+            return Ok(root);
+        }
+    }
+    Ok(None)
+}
+
+fn insert_message(tx: &Connection, f: &Filing, root: Option<i64>) -> Result<i64, StoreError> {
+    let verification = (!f.verification.is_null()).then(|| f.verification.to_string());
     tx.prepare_cached(
         "INSERT INTO messages (source_key, message_id, sha256, received_at, filed_at, sender,
-             subject, class, outcome, detail, org, period, held, bounce_of)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             subject, class, outcome, detail, org, period, held, bounce_of, held_reason,
+             verification, fingerprint, replay_key, thread_root)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19)",
     )?
     .execute(params![
         f.source_key,
@@ -90,8 +153,13 @@ fn insert_message(tx: &Connection, f: &Filing) -> Result<i64, StoreError> {
         f.detail.to_string(),
         f.org.as_deref().map(norm_org),
         f.period,
-        f.held,
+        f.held.is_some(),
         f.bounce_of.as_deref().and_then(norm_message_id),
+        f.held.map(|h| h.as_str()),
+        verification,
+        f.fingerprint,
+        f.replay_key,
+        root,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -103,7 +171,7 @@ fn insert_return(
     r: &NewReturn,
 ) -> Result<AssignedReturn, StoreError> {
     let org = norm_org(&r.org);
-    let numbered = match &r.period {
+    let numbered = match r.period.as_ref().filter(|_| r.numbered || r.accepted) {
         Some(period) => {
             let last: i64 = tx
                 .prepare_cached(
@@ -177,8 +245,8 @@ fn insert_reply(
     let message_id = reply_message_id(reply)?;
     tx.prepare_cached(
         "INSERT INTO outbox (message, message_id, kind, envelope_from, recipients, raw,
-             created_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+             created_at, next_attempt_at, counts_against, held_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
     )?
     .execute(params![
         message,
@@ -188,6 +256,8 @@ fn insert_reply(
         serde_json::to_string(&reply.recipients)?,
         reply.raw,
         ts(at),
+        reply.counts_against,
+        reply.held.map(|h| h.as_str()),
     ])?;
     if let Some(to) = &reply.guidance_to {
         tx.prepare_cached(
@@ -196,23 +266,36 @@ fn insert_reply(
         .execute(params![norm_sender(to), guidance_day(at).to_string(), message])?;
     }
     let detail = json!({"message_id": message_id, "kind": reply.kind, "to": reply.recipients});
-    audit(tx, at, Some(message), "reply_queued", &detail)
+    audit(tx, at, Some(message), "reply_queued", &detail)?;
+    if let Some(held) = reply.held {
+        let detail = json!({"message_id": message_id, "kind": reply.kind, "limit": held});
+        audit(tx, at, Some(message), "reply_held_at_limit", &detail)?;
+    }
+    Ok(())
 }
 
 /// A bounce of one of our replies: marks the reply and records the event against the message
-/// it answered, where the Data Collection Team will look.
+/// it answered, where the Data Collection Team will look. `candidates` are our Message-IDs the
+/// bounce names, most trusted first; the first that is in the outbox is the reply that bounced.
 fn record_bounce(
     tx: &Connection,
     bounce: i64,
     at: DateTime<Utc>,
-    ours: &str,
+    candidates: &[String],
 ) -> Result<(), StoreError> {
-    let found: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT id, message FROM outbox WHERE message_id = ?1")?
-        .query_row([ours], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((reply, original)) = found else {
-        return audit(tx, at, Some(bounce), "bounce_unmatched", &json!({"bounce_of": ours}));
+    let mut found: Option<(i64, i64, &str)> = None;
+    for ours in candidates.iter().take(20) {
+        found = tx
+            .prepare_cached("SELECT id, message FROM outbox WHERE message_id = ?1")?
+            .query_row([ours], |r| Ok((r.get(0)?, r.get(1)?, ours.as_str())))
+            .optional()?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let Some((reply, original, ours)) = found else {
+        let detail = json!({"bounce_of": candidates.first()});
+        return audit(tx, at, Some(bounce), "bounce_unmatched", &detail);
     };
     tx.prepare_cached(
         "UPDATE outbox SET bounced_at = ?1, bounced_by = ?2 WHERE id = ?3 AND bounced_at IS NULL",

@@ -26,6 +26,7 @@ impl Outbox for SqliteStore {
                 "SELECT o.id, o.message_id, o.envelope_from, o.recipients, o.raw, o.attempts
                  FROM main.outbox o
                  WHERE o.sent_at IS NULL AND o.failed_permanently = 0 AND o.next_attempt_at <= ?1
+                   AND o.held_reason IS NULL
                    AND NOT EXISTS (SELECT 1 FROM sent.sent s WHERE s.id = o.id)
                  ORDER BY o.id LIMIT ?2",
             )?;
