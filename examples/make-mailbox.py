@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Build the bundled sample mailbox (examples/mailbox/*.eml) that the README's first command runs
 the daemon on: a good return, a bad one, a resubmission, a CSV return, a technical and a content
-question, a subject without IAPT, an unregistered sender, an out-of-office reply, and a bounce of
-one of our own replies.
+question, a subject without IAPT, an unregistered sender, an out-of-office reply, a bounce of
+one of our own replies, a forged return in Leeds' name, and a return sent zipped.
+
+Each message carries the Authentication-Results header that the mailbox's receiving server
+(mx.example.nhs.test, trusted by config/iapt-intake.toml) adds: dkim=pass for the sender's own
+domain, except the forged return, whose signature the server found wrong.
 
 Needs: the built binary (for the blank templates) and openpyxl (to fill them in as an analyst
 would). The outputs are committed, so nobody needs either to run the demo.
@@ -15,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from datetime import datetime, timezone
@@ -27,6 +32,8 @@ BIN = os.path.join(ROOT, "target", "debug", "iapt-intake")
 INTAKE = "iapt.returns@example.nhs.test"
 # Must match config/iapt-intake.toml's [outbound] from: our reply Message-IDs use its domain.
 OUR_DOMAIN = "example.nhs.test"
+# The receiving server whose Authentication-Results the embedded default trusts.
+MX = "mx.example.nhs.test"
 
 LEEDS = dict(KPI1=68653, KPI2=1432, KPI3a=212, KPI3b=388, KPI4=2710, KPI5=1104, KPI6=441,
              KPI6b=96, KPI7=37)
@@ -60,8 +67,10 @@ def filled_return(period, org, values):
     return buf.getvalue()
 
 
-def message(name, sender, subject, when, body, attachments=(), headers=None):
+def message(name, sender, subject, when, body, attachments=(), headers=None, dkim="pass"):
     m = EmailMessage()
+    domain = sender.split("@")[-1].rstrip(">")
+    m["Authentication-Results"] = f"{MX}; dkim={dkim} header.d={domain} header.s=mail2011"
     m["From"] = sender
     m["To"] = f"IAPT KPI Returns <{INTAKE}>"
     m["Subject"] = subject
@@ -163,6 +172,23 @@ def main():
                + b"Content-Type: message/delivery-status" + parts[2]
                + b"Content-Type: text/rfc822-headers" + parts[3])
     write("10-bounce-of-our-reply", raw)
+    # Someone else sends "Leeds'" figures: the From is Ann's, but the receiving server found no
+    # valid signature of leeds.nhs.test. It must not replace Leeds' return.
+    forged = dict(LEEDS_FIXED, KPI4=9999, KPI6=5)
+    write("11-forged-leeds-return", message(
+        "forged", "Ann Analyst <ann.analyst@leeds.nhs.test>", "IAPT KPI Q1 2011/12 Leeds PCT - final",
+        t(15, 11, 0), "Final figures attached, please use these.",
+        [("Leeds IAPT KPI Q1 2011-12 final.xlsx", filled_return("2011-12-Q1", "5N1", forged), *XLSX)],
+        dkim="fail"))
+    kirklees = dict(KPI1=34020, KPI2=812, KPI3a=101, KPI3b=150, KPI4=1290, KPI5=540, KPI6=231,
+                    KPI6b=52, KPI7=14)
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Kirklees IAPT KPI Q1 2011-12.xlsx", filled_return("2011-12-Q1", "5N2", kirklees))
+    write("12-kirklees-zipped-return", message(
+        "kirklees-q1", "Kim Wood <kim.wood@kirklees.nhs.test>", "IAPT KPI Q1 2011/12 Kirklees PCT",
+        t(15, 14, 20), "Our return is in the attached zip file.",
+        [("kirklees-q1.zip", zipped.getvalue(), "application", "zip")]))
     print(f"wrote {len(os.listdir(OUT))} messages to {OUT}")
 
 

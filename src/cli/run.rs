@@ -36,7 +36,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     match &env.config.intake.source {
         Source::Maildir(dir) => {
             let source = Maildir::open(dir)
-                .with_context(|| format!("cannot open Maildir {}", dir.display()))?;
+                .with_context(|| format!("cannot open Maildir {}", dir.display()))?
+                .with_fetch_cap(env.config.limits.message_bytes.saturating_add(1));
             drive(&ctx, source, &format!("Maildir {}", dir.display()))
         }
         Source::Imap(imap) => {

@@ -4,7 +4,7 @@
 
 use super::{common, Exit, Global};
 use crate::daemon::Clock;
-use crate::store::Store;
+use crate::store::{HeldReason, Store};
 use anyhow::bail;
 use serde::Serialize;
 use std::io::Write;
@@ -87,26 +87,58 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
     writeln!(
         out,
-        "\n{} organisations: {} accepted, {} late, {} rejected, {} held, {} missing",
+        "\n{} organisations: {} accepted, {} late, {} rejected, {} held, {} unverified, {} missing",
         rows.len(),
         count("accepted"),
         count("late"),
         count("rejected"),
         count("held"),
+        count("unverified"),
         count("missing")
     )?;
+    let held = store.held(&period.to_string())?;
+    if !held.is_empty() {
+        writeln!(out, "\nMessages held for review ({}):", held.len())?;
+        for h in held {
+            let why = match h.reason {
+                Some(HeldReason::Unverified) => "UNVERIFIED sender",
+                Some(HeldReason::Unregistered) => "sender not registered",
+                Some(HeldReason::BadSender) => "no single sender in From",
+                Some(HeldReason::Unaddressable) => "no reply could be addressed",
+                None => "held",
+            };
+            writeln!(
+                out,
+                "  #{} {} from {} ({}): {}",
+                h.id,
+                h.org.as_deref().unwrap_or("-"),
+                crate::echo::capped(h.sender.as_deref().unwrap_or("(none)"), 80),
+                h.received_at.to_rfc3339(),
+                why
+            )?;
+            if let Some(reason) = h.verification.get("reason").and_then(|v| v.as_str()) {
+                writeln!(out, "      verification: {}", crate::echo::capped(reason, 200))?;
+            }
+        }
+    }
     let undelivered = store.undelivered()?;
     if !undelivered.is_empty() {
-        writeln!(out, "\nReplies not delivered ({}):", undelivered.len())?;
+        writeln!(out, "\nReplies not delivered, or kept at a limit ({}):", undelivered.len())?;
         for u in undelivered {
             writeln!(
                 out,
-                "  {} to {} — {} after {} attempt(s): {}",
+                "  {} to {} — {}",
                 u.kind,
                 u.recipients.join(", "),
-                if u.bounced { "bounced" } else { "failed" },
-                u.attempts,
-                u.last_error.as_deref().unwrap_or("-")
+                match (&u.held, u.bounced) {
+                    (Some(limit), _) => format!("kept, not sent: {}", limit.replace('_', " ")),
+                    (None, true) => format!("bounced after {} attempt(s)", u.attempts),
+                    (None, false) => format!(
+                        "failed after {} attempt(s): {}",
+                        u.attempts,
+                        u.last_error.as_deref().unwrap_or("-")
+                    ),
+                }
             )?;
         }
     }

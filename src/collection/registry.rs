@@ -158,6 +158,34 @@ impl Registry {
         self.get(code).is_some_and(|o| o.submitters.iter().any(|s| s.matches(&address)))
     }
 
+    /// SPEC §4a: a domain entry (`@leeds.nhs.test`) admits everyone at that domain, so it may
+    /// stand for one organisation only, and never for a domain many organisations share
+    /// (`shared`: nhs.net, public webmail), where only exact addresses can say who is who.
+    /// Every such entry is reported, by organisation.
+    pub fn domain_problems(&self, shared: &[String]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut owner: Vec<(&str, &str)> = Vec::new();
+        for o in &self.organisations {
+            for s in &o.submitters {
+                let Submitter::Domain(d) = s else { continue };
+                let key = format!("organisation {}", o.code);
+                if shared.iter().any(|x| x.trim().eq_ignore_ascii_case(d)) {
+                    problems.push(Problem::new(&key, format!(
+                        "submitter @{d} is a domain shared by many organisations ([auth] shared_domains): list the exact addresses instead"
+                    )));
+                }
+                match owner.iter().find(|(dom, _)| dom == d) {
+                    Some((_, first)) if *first != o.code => problems.push(Problem::new(&key, format!(
+                        "submitter @{d} is also listed for {first}: a domain entry may belong to one organisation only; list the exact addresses instead"
+                    ))),
+                    Some(_) => {}
+                    None => owner.push((d, &o.code)),
+                }
+            }
+        }
+        problems
+    }
+
     pub fn len(&self) -> usize {
         self.organisations.len()
     }
@@ -238,6 +266,24 @@ mod tests {
                 "line 6: has 2 columns; expected 4 (code,name,aliases,submitters)",
             ]
         );
+    }
+
+    #[test]
+    fn a_domain_for_two_organisations_or_a_shared_domain_is_refused() {
+        let text = "code,name,aliases,submitters\n\
+            5N1,Leeds PCT,,@leeds.nhs.test;ann@nhs.net\n\
+            5NY,Bradford PCT,,@leeds.nhs.test\n\
+            5HG,Wigan PCT,,@nhs.net\n";
+        let reg = Registry::from_csv(text).expect("parses");
+        let shared = vec!["nhs.net".to_string(), "gmail.com".to_string()];
+        let ps: Vec<String> = reg.domain_problems(&shared).iter().map(|p| p.to_string()).collect();
+        assert_eq!(ps.len(), 2, "{ps:?}");
+        assert!(
+            ps[0].starts_with("organisation 5NY: submitter @leeds.nhs.test is also listed for 5N1")
+        );
+        assert!(ps[1].starts_with("organisation 5HG: submitter @nhs.net is a domain shared"));
+        let shipped = Registry::from_csv(SHIPPED).expect("loads");
+        assert!(shipped.domain_problems(&shared).is_empty(), "the shipped registry is clean");
     }
 
     #[test]

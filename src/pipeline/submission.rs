@@ -141,17 +141,23 @@ impl Returns {
         Ok(out)
     }
 
-    /// A message over the size limit: one rejected entry for the whole message.
+    /// A message over the size limit: one rejected entry for the whole message. `size` is what
+    /// was read of it: a source reads at most one byte past the limit, so then the real size is
+    /// not known, only that it is over.
     pub fn message_too_large(env: &Env, org: &str, size: u64) -> Returns {
         let limit = env.config.limits.message_bytes;
+        let how_big = if size > limit.saturating_add(1) {
+            format!("the message is {:.1} MB, over the limit of", size as f64 / 1e6)
+        } else {
+            "the message is over the limit of".to_string()
+        };
         let report = unreadable_report(
             env,
             org,
             "(the whole message)",
             &format!(
-                "the message is {:.1} MB, over the limit of {:.1} MB, so its attachments were not \
-                 read: send only the return, as one .xlsx attachment",
-                size as f64 / 1e6,
+                "{how_big} {:.1} MB, so its attachments were not read: send only the return, as \
+                 one .xlsx attachment",
                 limit as f64 / 1e6
             ),
         );

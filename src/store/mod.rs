@@ -107,6 +107,9 @@ pub trait Store: Outbox<Error = StoreError> + Send + Sync {
     /// The standing accepted return of each organisation for `period`, by organisation code.
     fn standing_returns(&self, period: &str) -> Result<Vec<StandingReturn>, StoreError>;
 
+    /// Messages held for the team that concern `period` (or no period), oldest first.
+    fn held(&self, period: &str) -> Result<Vec<HeldRow>, StoreError>;
+
     /// Replies that failed permanently or bounced, oldest first.
     fn undelivered(&self) -> Result<Vec<Undelivered>, StoreError>;
 

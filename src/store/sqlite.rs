@@ -12,9 +12,9 @@ pub use sent::journal_path;
 
 use super::rules::{norm_message_id, norm_org, StatusBuilder};
 use super::{
-    schema, AuditRow, Blobs, Filed, Filing, Looked, Lookup, MessageRef, Prior, RecipientCount,
-    Render, ReplyRow, ReturnState, StandingReturn, StatusRow, Store, StoreError, Undelivered,
-    VersionRow,
+    schema, AuditRow, Blobs, Filed, Filing, HeldReason, HeldRow, Looked, Lookup, MessageRef, Prior,
+    RecipientCount, Render, ReplyRow, ReturnState, StandingReturn, StatusRow, Store, StoreError,
+    Undelivered, VersionRow,
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::types::Type;
@@ -403,6 +403,30 @@ impl Store for SqliteStore {
 
     fn standing_returns(&self, period: &str) -> Result<Vec<StandingReturn>, StoreError> {
         standing(&*self.conn()?, period)
+    }
+
+    fn held(&self, period: &str) -> Result<Vec<HeldRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id, org, sender, subject, received_at, held_reason, verification
+             FROM messages WHERE held = 1 AND (period = ?1 OR period IS NULL) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([period], |r| {
+            let reason: Option<String> = r.get(5)?;
+            let verification: Option<String> = r.get(6)?;
+            Ok(HeldRow {
+                id: r.get(0)?,
+                org: r.get(1)?,
+                sender: r.get(2)?,
+                subject: r.get(3)?,
+                received_at: get_ts(r, 4)?,
+                reason: reason.as_deref().and_then(HeldReason::parse),
+                verification: verification
+                    .and_then(|v| serde_json::from_str(&v).ok())
+                    .unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn undelivered(&self) -> Result<Vec<Undelivered>, StoreError> {

@@ -311,6 +311,19 @@ pub struct Undelivered {
     pub held: Option<String>,
 }
 
+/// A message held for the team, with why and the verdict on its sender (SPEC §4a).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldRow {
+    pub id: i64,
+    pub org: Option<String>,
+    pub sender: Option<String>,
+    pub subject: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub reason: Option<HeldReason>,
+    /// As [`Filing::verification`] stored it (null when no verdict was recorded).
+    pub verification: serde_json::Value,
+}
+
 /// One version of a return, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionRow {

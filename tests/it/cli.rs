@@ -224,7 +224,9 @@ fn status_lists_every_organisation_with_the_submitter_accepted() {
     expect_code(&table, 0);
     let stdout = text(&table.stdout);
     assert!(
-        stdout.contains("149 organisations: 1 accepted, 0 late, 0 rejected, 0 held, 148 missing"),
+        stdout.contains(
+            "149 organisations: 1 accepted, 0 late, 0 rejected, 0 held, 0 unverified, 148 missing"
+        ),
         "{stdout}"
     );
 }

@@ -3,6 +3,7 @@
 #[path = "../mailstack/harness.rs"]
 mod mailstack;
 
+mod attacks;
 mod check;
 mod cli;
 mod crash;

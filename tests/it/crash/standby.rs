@@ -34,8 +34,11 @@ fn answered(replies: &Path) -> Vec<String> {
 fn a_second_daemon_waits_as_a_standby_and_takes_over_when_the_first_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("iapt-intake.toml");
-    std::fs::write(&config, support::config_text(dir.path(), &Settings::default()))
-        .expect("config");
+    std::fs::write(
+        &config,
+        support::config_text(dir.path(), &Settings { burst: true, ..Settings::default() }),
+    )
+    .expect("config");
     let mailbox = Maildir::open(dir.path().join("var/mail")).expect("maildir");
     let replies = dir.path().join("var/replies");
     let db = dir.path().join("var/iapt-intake.db");
