@@ -5,6 +5,7 @@
 //! Relative paths are taken relative to the working directory of the process (the repository for
 //! the embedded default; the systemd unit's `WorkingDirectory` in production).
 
+mod auth;
 mod raw;
 mod secret;
 
@@ -28,6 +29,8 @@ pub struct Config {
     pub collection: CollectionConfig,
     pub routing: Routing,
     pub limits: LimitsConfig,
+    /// `[auth]`: sender verification (SPEC §4a).
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub routing: RawRouting,
     #[serde(default)]
     pub limits: RawLimits,
+    // [auth] (issue 11, sender verification)
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,4 +110,16 @@ pub struct RawLimits {
     pub unpacked_bytes: Option<u64>,
     pub cells_per_sheet: Option<u64>,
     pub attachment_timeout: Option<String>,
+}
+
+/// `[auth]`: who may be believed to have sent a message (SPEC §4a).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub require: Option<String>,
+    pub alignment: Option<String>,
+    pub trusted_authserv_ids: Option<Vec<String>>,
+    pub verify_dkim: Option<bool>,
+    pub dns: Option<String>,
+    pub shared_domains: Option<Vec<String>>,
 }

@@ -55,7 +55,7 @@ pub const DEFAULT_CONTENT: &[&str] = &[
 ];
 
 impl Validator {
-    fn problem(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem { key: key.to_string(), message: message.into() });
     }
 
@@ -179,7 +179,17 @@ impl Validator {
         };
         let routing = self.routing(raw.routing);
         let limits = self.limits(raw.limits);
-        Config { path: path.to_path_buf(), intake, outbound, store, collection, routing, limits }
+        let auth = self.auth_section(raw.auth);
+        Config {
+            path: path.to_path_buf(),
+            intake,
+            outbound,
+            store,
+            collection,
+            routing,
+            limits,
+            auth,
+        }
     }
 
     fn intake(&mut self, raw: RawIntake, imap: Option<RawImap>) -> Intake {
