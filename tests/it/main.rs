@@ -3,6 +3,7 @@
 #[path = "../mailstack/harness.rs"]
 mod mailstack;
 
+mod auth;
 mod check;
 mod cli;
 mod crash;
