@@ -190,3 +190,54 @@ fn explain(e: &AuthError, domain: &str, selector: &str) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    fn signed_many(n: usize) -> Vec<u8> {
+        let mut m = String::new();
+        for i in 0..n {
+            m.push_str(&format!(
+                "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=d{i}.leeds.nhs.test; s=sel;\r\n\
+                 \th=from:subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=QUJD{i}\r\n"
+            ));
+        }
+        m.push_str("From: ann@leeds.nhs.test\r\nSubject: IAPT Leeds\r\n\r\n");
+        m.into_bytes()
+    }
+
+    #[test]
+    fn at_most_five_signatures_are_checked_and_a_silent_dns_is_a_temperror_in_time() {
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let dns = Dns::Server(silent.local_addr().expect("addr"));
+        let verifier =
+            DkimVerifier::new(&dns).expect("verifier").with_timeout(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let outcomes = verifier.verify(&signed_many(12));
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(outcomes.len(), MAX_SIGNATURES);
+        assert!(outcomes.iter().all(|o| o.result == DkimResult::TempError), "{outcomes:?}");
+        assert_eq!(outcomes[0].domain, "d0.leeds.nhs.test");
+        assert_eq!(outcomes[0].b, "QUJD0");
+        assert!(verifier.verify(b"From: a@b.test\r\n\r\nunsigned").is_empty());
+        assert!(verifier.verify(b"").is_empty());
+    }
+
+    #[test]
+    fn usable_from_the_daemons_blocking_threads_and_dropped_inside_async_code() {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let verifier = DkimVerifier::new(&Dns::Server("127.0.0.1:9".parse().expect("addr")))
+                .expect("verifier");
+            let verifier = tokio::task::spawn_blocking(move || {
+                assert!(verifier.verify(b"From: a@b.test\r\n\r\nunsigned").is_empty());
+                verifier
+            })
+            .await
+            .expect("blocking task");
+            drop(verifier); // inside async code: must not panic
+        });
+    }
+}
