@@ -166,9 +166,9 @@ mod tests {
         assert_eq!(Dns::parse("system"), Ok(Dns::System));
         assert_eq!(
             Dns::parse(" 127.0.0.1:5353 "),
-            Ok(Dns::Server("127.0.0.1:5353".parse().unwrap()))
+            Ok(Dns::Server("127.0.0.1:5353".parse().expect("addr")))
         );
-        assert_eq!(Dns::parse("[::1]:53"), Ok(Dns::Server("[::1]:53".parse().unwrap())));
+        assert_eq!(Dns::parse("[::1]:53"), Ok(Dns::Server("[::1]:53".parse().expect("addr"))));
         assert!(Dns::parse("ns.example.test:53").is_err());
         assert!(Dns::parse("127.0.0.1").is_err());
     }
