@@ -3,11 +3,15 @@
 //! mail-parser: the values are wanted byte for byte as the servers wrote them (mail-parser
 //! decodes RFC 2047 words in unknown fields), and nothing else of the message is needed.
 //!
-//! Bounded: at most [`MAX_FIELDS`] of each kind are kept; the scan stops at the end of the
+//! Bounded: at most [`MAX_FIELDS`] of each kind are kept, each value at most [`VALUE_CAP`]
+//! bytes (enough for the parsers to refuse it as too long); the scan stops at the end of the
 //! header block. PURE.
 
 /// Fields of each kind kept; a message with more is hostile, and the topmost are what count.
 pub const MAX_FIELDS: usize = 50;
+/// Bytes kept of one value: one more than either parser reads, so a longer field is still
+/// refused as too long rather than read cut short.
+pub const VALUE_CAP: usize = 16 * 1024 + 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -47,7 +51,8 @@ pub fn scan(raw: &[u8]) -> Vec<Field> {
         if line[0] == b' ' || line[0] == b'\t' {
             // Unfolding (RFC 5322 §2.2.3): the line break goes, the whitespace stays.
             if let Some((_, value)) = current.as_mut() {
-                value.extend_from_slice(line);
+                let room = VALUE_CAP.saturating_sub(value.len());
+                value.extend_from_slice(&line[..line.len().min(room)]);
             }
             continue;
         }
@@ -61,7 +66,8 @@ pub fn scan(raw: &[u8]) -> Vec<Field> {
         } else {
             continue;
         };
-        current = Some((kind, line[colon + 1..].to_vec()));
+        let value = &line[colon + 1..];
+        current = Some((kind, value[..value.len().min(VALUE_CAP)].to_vec()));
     }
     finish(&mut current, &mut out);
     out
@@ -101,6 +107,14 @@ mod tests {
         assert_eq!(f.len(), MAX_FIELDS);
         assert_eq!(f[0].value, " h0; none");
         assert!(scan(b"").is_empty());
+        let huge = format!(
+            "Authentication-Results: h; {}\r\n\t{}\r\n\r\n",
+            "x".repeat(40_000),
+            "y".repeat(40_000)
+        );
+        let f = scan(huge.as_bytes());
+        assert_eq!(f[0].value.len(), VALUE_CAP);
+        assert!(crate::auth::results::parse(&f[0].value).is_err(), "still refused as too long");
         assert!(scan(b"\xff\xfe: \x00\n \n").is_empty());
     }
 }
