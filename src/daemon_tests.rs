@@ -10,9 +10,10 @@ use crate::store::{Filing, NewReply, SqliteStore};
 use chrono::TimeZone;
 
 /// The default config, but for a mailbox-wide hourly limit above the bursts these tests make
-/// (the limits have tests of their own in the pipeline's).
+/// and no sender verification (the messages carry no evidence): these tests are about rounds;
+/// the limits and verification have tests of their own in the pipeline's.
 fn env() -> Env {
-    let text = "[limits]\nreplies_per_hour = 100000\n";
+    let text = "[limits]\nreplies_per_hour = 100000\n[auth]\nrequire = \"none\"\n";
     let config = Config::parse(std::path::Path::new("t.toml"), text).expect("config");
     let templates = Templates::shipped().expect("shipped templates");
     Env::new(config, Collections::from_definitions(Vec::new()), Registry::default(), templates)

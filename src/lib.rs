@@ -1,6 +1,8 @@
 //! iapt-intake: the daemon behind the IAPT KPI Quarterly Return mailbox.
 //!
 //! The map (PURE modules never touch sockets, files, tokio or the clock):
+//! - [`auth`]        who sent it: Authentication-Results, DKIM tags, the verdict (PURE),
+//!   and its one adapter, our own DKIM check through mail-auth and DNS
 //! - [`collection`]  definitions, periods and windows, the organisation registry     PURE
 //! - [`workbook`]    bytes → cell grid with every guard; locating the return; template  PURE
 //! - [`report`]      findings and the per-file report (the `check --format json` shape) PURE
@@ -20,6 +22,7 @@
 //! - [`cli`]         one file per subcommand
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod collection;
 pub mod config;

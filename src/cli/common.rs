@@ -20,7 +20,7 @@ pub fn config(path: Option<&Path>) -> anyhow::Result<Config> {
 pub fn load(path: Option<&Path>) -> anyhow::Result<Loaded> {
     let config = config(path)?;
     let collections = collections(&config.collection.definitions)?;
-    let registry = registry(&config.collection.organisations)?;
+    let registry = registry(&config.collection.organisations, &config.auth.shared_domains)?;
     Ok(Loaded { config, collections, registry })
 }
 
@@ -48,13 +48,23 @@ fn collections(dir: &Path) -> anyhow::Result<Collections> {
     })
 }
 
-fn registry(path: &Path) -> anyhow::Result<Registry> {
+/// The registry, refused with every problem listed when a line is wrong or a domain entry could
+/// let one organisation's mail stand for another's (SPEC §4a).
+fn registry(path: &Path, shared_domains: &[String]) -> anyhow::Result<Registry> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read organisation registry {}", path.display()))?;
-    Registry::from_csv(&text).map_err(|problems| {
-        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        anyhow::anyhow!("{} has problems:\n{}", path.display(), list.join("\n"))
-    })
+    let registry = Registry::from_csv(&text);
+    let problems = match &registry {
+        Ok(r) => r.domain_problems(shared_domains),
+        Err(problems) => problems.clone(),
+    };
+    if problems.is_empty() {
+        if let Ok(r) = registry {
+            return Ok(r);
+        }
+    }
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    anyhow::bail!("{} has problems:\n{}", path.display(), list.join("\n"))
 }
 
 /// The reply templates from the configured directory (every `*.txt`), checked all at once.
@@ -80,7 +90,14 @@ pub fn templates(dir: &Path) -> anyhow::Result<crate::reply::Templates> {
 pub fn env(path: Option<&Path>) -> anyhow::Result<crate::pipeline::Env> {
     let Loaded { config, collections, registry } = load(path)?;
     let templates = templates(&config.outbound.templates)?;
-    Ok(crate::pipeline::Env::new(config, collections, registry, templates))
+    let env = crate::pipeline::Env::new(config, collections, registry, templates);
+    if env.config.auth.require == crate::auth::Require::None {
+        tracing::warn!(
+            "[auth] require = \"none\": returns are accepted without evidence of who sent them; \
+             only for a mailbox behind a relay that admits the providers alone"
+        );
+    }
+    env.with_dkim().context("[auth] dns: cannot set up the DNS resolver for DKIM")
 }
 
 /// The SQLite store of the config, creating its directories on first use.

@@ -5,6 +5,7 @@
 //! Relative paths are taken relative to the working directory of the process (the repository for
 //! the embedded default; the systemd unit's `WorkingDirectory` in production).
 
+mod auth;
 mod classify;
 mod raw;
 mod secret;
@@ -33,6 +34,8 @@ pub struct Config {
     pub routing: Routing,
     pub limits: LimitsConfig,
     pub classify: Classify,
+    /// `[auth]`: sender verification (SPEC §4a).
+    pub auth: crate::auth::AuthSettings,
 }
 
 #[derive(Debug, Clone)]

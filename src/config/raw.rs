@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub classify: RawClassify,
+    // [auth] (issue 11, sender verification)
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,4 +123,16 @@ pub struct RawClassify {
     pub automatic_subjects: Option<Vec<String>>,
     pub bounce_subjects: Option<Vec<String>>,
     pub automatic_senders: Option<Vec<String>>,
+}
+
+/// `[auth]`: who may be believed to have sent a message (SPEC §4a).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub require: Option<String>,
+    pub alignment: Option<String>,
+    pub trusted_authserv_ids: Option<Vec<String>>,
+    pub verify_dkim: Option<bool>,
+    pub dns: Option<String>,
+    pub shared_domains: Option<Vec<String>>,
 }

@@ -180,6 +180,7 @@ impl Validator {
         let routing = self.routing(raw.routing);
         let limits = self.limits(raw.limits);
         let classify = self.classify(raw.classify);
+        let auth = self.auth_section(raw.auth);
         Config {
             path: path.to_path_buf(),
             intake,
@@ -189,6 +190,7 @@ impl Validator {
             routing,
             limits,
             classify,
+            auth,
         }
     }
 

@@ -255,7 +255,10 @@ fn automatic(inbound: &Inbound, ctx: &ClassifyContext<'_>) -> Option<AutoReason>
     if subject_matches(&inbound.subject, ctx.automatic_subjects) {
         return Some(AutoReason::AutoReplySubject);
     }
-    inbound.sender().is_none().then_some(AutoReason::NoSender)
+    // No From at all: nobody to answer. A From that is there but names no single mailbox is
+    // not this: it is held for the team (see `classify`).
+    let missing = matches!(inbound.from_problem, None | Some(FromProblem::Missing));
+    (inbound.sender().is_none() && missing).then_some(AutoReason::NoSender)
 }
 
 /// The Message-ID of our own message that a delivery failure reports on, when the report names

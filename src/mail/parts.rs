@@ -195,7 +195,17 @@ fn report(message: &Message<'_>) -> Option<DeliveryReport> {
             ct.ctype().eq_ignore_ascii_case("multipart")
                 && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
         })
-    })?;
+    });
+    let Some(report_part) = report_part else {
+        // An abuse or spam report (ARF, RFC 5965) that some providers send as multipart/mixed:
+        // its `message/feedback-report` part says what it is wherever it stands.
+        let arf = message.parts.iter().any(|p| content_type(p) == "message/feedback-report");
+        return arf.then(|| DeliveryReport {
+            report_type: Some("feedback-report".into()),
+            actions: Vec::new(),
+            original_message_id: None,
+        });
+    };
     let report_type = report_part
         .content_type()
         .and_then(|ct| ct.attribute("report-type"))

@@ -4,6 +4,7 @@
 mod mailstack;
 
 mod attacks;
+mod auth;
 mod check;
 mod cli;
 mod crash;

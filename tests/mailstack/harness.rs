@@ -1,6 +1,6 @@
 //! Test harness for the project's loopback mail stack (`tests/mailstack/mailstack`): starts
-//! Dovecot and Postfix in a directory, exposes the ports, CA, test accounts and OAuth2 tokens
-//! from the stack's env file, stops one part on demand (to prove reconnects and outbox
+//! Dovecot, Postfix, OpenDKIM and a DNS server in a directory, exposes the ports, CA, test
+//! accounts, OAuth2 tokens and DKIM names from the stack's env file, stops one part on demand (to prove reconnects and outbox
 //! retries) and everything on drop.
 //!
 //! Standard library only, so any test binary can include it:
@@ -22,6 +22,10 @@ pub enum Part {
     Dovecot,
     Postfix,
     OAuth2,
+    /// OpenDKIM: signs the submission port's mail, verifies the MX port's.
+    Dkim,
+    /// dnsmasq, publishing the DKIM keys.
+    Dns,
 }
 
 impl Part {
@@ -30,6 +34,8 @@ impl Part {
             Part::Dovecot => "dovecot",
             Part::Postfix => "postfix",
             Part::OAuth2 => "oauth2",
+            Part::Dkim => "dkim",
+            Part::Dns => "dns",
         }
     }
 }
@@ -52,6 +58,14 @@ pub struct MailStack {
     pub lmtp_port: u16,
     pub smtp_port: u16,
     pub smtps_port: u16,
+    /// Submission (AUTH required): signed by OpenDKIM as the domain of the account that logged
+    /// in, then relayed to the MX port.
+    pub submission_port: u16,
+    /// The receiving side (no AUTH): OpenDKIM verifies and adds `Authentication-Results` with
+    /// [`MailStack::authserv_id`], removing copies of it that arrive with the message.
+    pub mx_port: u16,
+    /// The DNS server (UDP and TCP) publishing `SELECTOR._domainkey.DOMAIN`.
+    pub dns_port: u16,
     pub ca: PathBuf,
     env: BTreeMap<String, String>,
     remove_dir: bool,
@@ -116,6 +130,9 @@ impl MailStack {
             lmtp_port: port("MAILSTACK_LMTP_PORT")?,
             smtp_port: port("MAILSTACK_SMTP_PORT")?,
             smtps_port: port("MAILSTACK_SMTPS_PORT")?,
+            submission_port: port("MAILSTACK_SUBMISSION_PORT")?,
+            mx_port: port("MAILSTACK_MX_PORT")?,
+            dns_port: port("MAILSTACK_DNS_PORT")?,
             ca: PathBuf::from(env.get("MAILSTACK_CA").cloned().unwrap_or_default()),
             env,
             remove_dir: false,
@@ -127,8 +144,24 @@ impl MailStack {
         self.env.get(key).map(String::as_str)
     }
 
+    /// The DKIM selector of every signing domain.
+    pub fn dkim_selector(&self) -> &str {
+        self.var("MAILSTACK_DKIM_SELECTOR").unwrap_or_default()
+    }
+
+    /// The domains OpenDKIM signs for: leeds.nhs.test, bradford.nhs.test, other.nhs.test.
+    pub fn dkim_domains(&self) -> Vec<&str> {
+        self.var("MAILSTACK_DKIM_DOMAINS").unwrap_or_default().split(',').collect()
+    }
+
+    /// The authserv-id of the MX port's `Authentication-Results` (mx.example.nhs.test).
+    pub fn authserv_id(&self) -> &str {
+        self.var("MAILSTACK_DKIM_AUTHSERV_ID").unwrap_or_default()
+    }
+
     /// A test account by its key: INTAKE, DCT, CONTENT, POSTMASTER, LEEDS, BRADFORD,
-    /// UNREGISTERED.
+    /// UNREGISTERED, OTHER (analyst@other.nhs.test, whose submissions are signed by
+    /// other.nhs.test whatever their From says).
     pub fn account(&self, key: &str) -> Option<Account> {
         Some(Account {
             address: self.var(&format!("MAILSTACK_{key}_USER"))?.to_string(),
@@ -256,6 +289,9 @@ mod tests {
         let stack = MailStack::start_temp("harness").expect("start");
         assert!(greeting(stack.imap_port).starts_with("* OK"));
         assert!(greeting(stack.smtp_port).starts_with("220 "));
+        assert!(greeting(stack.submission_port).starts_with("220 "));
+        assert!(greeting(stack.mx_port).starts_with("220 mx.example.nhs.test "));
+        assert_eq!(stack.dkim_domains(), ["leeds.nhs.test", "bradford.nhs.test", "other.nhs.test"]);
         assert!(stack.ca.is_file());
         let intake = stack.account("INTAKE").expect("intake account");
         assert_eq!(intake.address, "intake@example.nhs.test");

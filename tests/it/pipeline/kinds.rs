@@ -381,3 +381,35 @@ fn a_corrected_return_after_a_rejected_one_stands_and_replaces_nothing() {
     assert_eq!(status[0].status, ReturnState::Accepted);
     assert_eq!(status[0].receipt.as_deref(), Some("IAPT-2011-12-Q1-5N1-2"));
 }
+
+/// SPEC §4a: the From header proves nothing. A return the receiving server found no valid
+/// signature for, or one nobody vouches for at all, is held as unverified and never replaces
+/// the return that stands; the claimed sender is told once, the team with the evidence.
+#[test]
+fn a_return_nobody_vouches_for_is_held_as_unverified_and_never_stands() {
+    let h = Harness::new();
+    h.process(&good_mail("good-1@leeds.nhs.test"), ON_TIME);
+    let book = ReturnBook::leeds().set("KPI2", Val::Num(9999.0));
+    let failed = Mail::new(ANN, SUBJECT, "forged-1@evil.test")
+        .authentication("mx.example.nhs.test; dkim=fail header.d=leeds.nhs.test")
+        .xlsx("leeds.xlsx", book.xlsx())
+        .bytes();
+    let unsigned =
+        Mail::new(ANN, SUBJECT, "forged-2@evil.test").unsigned().xlsx("leeds.xlsx", book.xlsx());
+    for raw in [failed, unsigned.bytes()] {
+        let done = h.process(&raw, ON_TIME);
+        assert_eq!((done.class.as_str(), done.outcome.as_str()), ("unverified", "held_unverified"));
+        assert!(done.receipts.is_empty());
+        let notice = h.reply(&raw, "notice");
+        assert_eq!(notice.to, vec![DCT.to_string()]);
+        assert!(notice.subject.starts_with("Held as unverified: "), "{}", notice.subject);
+        assert!(notice.body.contains("Verified:      NO"), "{}", notice.body);
+    }
+    let kinds: Vec<String> = h.queued(&unsigned.bytes()).into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, vec!["notice"], "the claimed sender is told once a day, not twice");
+    let status = h.store.status(Q1).expect("status");
+    assert_eq!(status[0].status, ReturnState::Accepted, "the genuine return still stands");
+    assert_eq!(status[0].receipt.as_deref(), Some("IAPT-2011-12-Q1-5N1-1"));
+    let standing = h.store.standing_returns(Q1).expect("standing");
+    assert_eq!(standing[0].values.get("KPI2"), Some(&Some(900)), "export keeps Leeds' figure");
+}

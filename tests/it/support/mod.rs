@@ -54,7 +54,15 @@ pub struct Settings {
     /// The test files a burst from one sender (the load is the point): the limits of SPEC §4b
     /// are raised out of its way. They have tests of their own (`attacks`).
     pub burst: bool,
+    /// `[auth] require = "none"`: for corpora of stored messages that carry no evidence of
+    /// their sender (the hostile corpus is about content, not about who sent it).
+    pub unverified_welcome: bool,
 }
+
+/// The receiving server the test mailbox trusts (`[auth] trusted_authserv_ids`). `Mail`
+/// stamps its messages with this server's `Authentication-Results`, as the mailbox's own MX
+/// would, unless told otherwise.
+pub const MX: &str = "mx.example.nhs.test";
 
 /// A config like the embedded default, with the collection data, registry and templates taken
 /// from the repository by absolute path, and everything the daemon writes under `dir`.
@@ -95,7 +103,12 @@ content_team = "{CONTENT}"
 content_team_name = "the IAPT KPI content contacts"
 
 [limits]
-{limits}"#,
+{limits}
+[auth]
+trusted_authserv_ids = ["{MX}"]
+require = "{require}"
+"#,
+        require = if s.unverified_welcome { "none" } else { "aligned" },
         maildir = dir.join("var/mail").display(),
         replies = dir.join("var/replies").display(),
         templates = repo.join("config/replies").display(),

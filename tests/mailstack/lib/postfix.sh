@@ -91,6 +91,7 @@ anvil      unix  -       -       n       -       1       anvil
 scache     unix  -       -       n       -       1       scache
 postlog    unix-dgram n  -       n       -       1       postlogd
 EOF
+    dkim_master_cf >>"$POSTFIX_CONF/master.cf"
     backdate "$POSTFIX_CONF/main.cf" "$POSTFIX_CONF/master.cf" "$POSTFIX_CONF/vmailbox"
     # A sendmail for this stack, for code that runs a sendmail command with no extra arguments
     # (lettre's sendmail transport): Postfix's sendmail with -C pointing here.

@@ -11,6 +11,7 @@ POSTMASTER   postmaster@example.nhs.test  postmaster-pw
 LEEDS        analyst@leeds.nhs.test       leeds-pw
 BRADFORD     analyst@bradford.nhs.test    bradford-pw
 UNREGISTERED someone@unregistered.test    unregistered-pw
+OTHER        analyst@other.nhs.test       other-pw
 "
 # Load tests: p001@load.nhs.test ... p200@load.nhs.test, one password for all.
 LOAD_COUNT=200
@@ -18,7 +19,7 @@ LOAD_DOMAIN=load.nhs.test
 LOAD_PASSWORD=load-pw
 
 # The domains Postfix accepts mail for; everything else is refused (nothing leaves the host).
-MAIL_DOMAINS="example.nhs.test leeds.nhs.test bradford.nhs.test unregistered.test $LOAD_DOMAIN"
+MAIL_DOMAINS="example.nhs.test leeds.nhs.test bradford.nhs.test other.nhs.test unregistered.test $LOAD_DOMAIN"
 
 each_user() {
     local key addr pw i
