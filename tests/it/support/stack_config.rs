@@ -78,6 +78,12 @@ content_team = "{content}"
 replies_per_address_per_day = 100000
 replies_per_hour = 100000
 
+# The stack's SMTP port takes mail only from its own logged-in accounts: a relay that admits
+# only the providers (SPEC 4a's case for "none"). Verification is tested on the stack's
+# signing submission port (`auth`, `dkim` tests).
+[auth]
+require = "none"
+
 [outbound]
 from = "{user}"
 from_name = "IAPT KPI Returns"
