@@ -340,3 +340,112 @@ fn dkim_verification_time() {
         );
     }
 }
+
+/// A full Leeds return (every measure), for the daemon to accept when its sender is verified.
+fn full_leeds_return(tag: &str) -> String {
+    let csv =
+        "Organisation code,5N1\r\nOrganisation name,Leeds PCT\r\nReporting period,Q1 2011/12\r\n\
+               KPI1,68653\r\nKPI2,3412\r\nKPI3a,874\r\nKPI3b,1206\r\nKPI4,2600\r\n\
+               KPI5,1530\r\nKPI6,602\r\nKPI6b,262\r\nKPI7,58\r\n";
+    format!(
+        "From: Ann Analyst <{FROM}>\r\nTo: {INTAKE}\r\nSubject: IAPT KPI Q1 2011/12 Leeds PCT {tag}\r\n\
+         Message-ID: <{tag}@leeds.nhs.test>\r\nDate: Wed, 20 Jul 2011 09:00:00 +0100\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nOur return for Q1.\r\n\
+         --b1\r\nContent-Type: text/csv; name=\"return.csv\"\r\n\
+         Content-Disposition: attachment; filename=\"return.csv\"\r\n\r\n{csv}--b1--\r\n"
+    )
+}
+
+/// The whole path (SPEC §4a, issue 11): real returns signed by the stack's OpenDKIM go through
+/// Postfix into Dovecot, and `iapt-intake run --once` (the built binary, `verify_dkim = true`,
+/// keys from the stack's DNS, nothing trusted from headers) accepts the one Leeds signed and
+/// holds as unverified the one signed by another domain and the one altered after signing.
+#[test]
+fn the_daemon_accepts_a_return_leeds_signed_and_holds_one_signed_by_another_or_altered() {
+    use crate::pipeline::support::{repo, write_stack_config, Replies, StackConfig};
+    let stack = stack("auth-daemon");
+    submit(&stack, "LEEDS", &full_leeds_return("genuine"));
+    submit(&stack, "OTHER", &full_leeds_return("cross"));
+    submit(&stack, "LEEDS", &full_leeds_return("altered"));
+    let mut source = intake(&stack);
+    delivered(&stack, &mut source, "genuine");
+    delivered(&stack, &mut source, "cross");
+    // Taken out of the inbox, a figure changed, and delivered again by the receiving server.
+    let signed = delivered(&stack, &mut source, "altered");
+    let key = source
+        .pending()
+        .expect("pending")
+        .into_iter()
+        .find(|p| source.fetch(&p.key).is_ok_and(|raw| raw == signed))
+        .expect("the altered one is listed")
+        .key;
+    source.mark_processed(&key).expect("moved out");
+    let altered = String::from_utf8(replace(&signed, "KPI4,2600", "KPI4,9600")).expect("text");
+    let body = altered.split_once("\r\n\r\n").map(|(_, b)| b).expect("body");
+    let headers: String = altered
+        .split_once("\r\n\r\n")
+        .map(|(h, _)| h)
+        .expect("headers")
+        .split("\r\n")
+        .filter(|l| !l.starts_with("Return-Path:") && !l.starts_with("Delivered-To:"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    smtp_send(stack.mx_port, FROM, INTAKE, &format!("{headers}\r\n\r\n{body}"));
+    drop(source);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = StackConfig {
+        poll_interval: "30s",
+        imap_timeout: "5s",
+        replies: Replies::Files,
+        store: dir.path(),
+        registry: &repo().join("config/organisations.csv"),
+    };
+    let path = write_stack_config(&stack, dir.path(), &config);
+    let text = std::fs::read_to_string(&path).expect("config").replace(
+        "[auth]\nrequire = \"none\"\n",
+        &format!(
+            "[auth]\nrequire = \"aligned\"\nverify_dkim = true\ndns = \"127.0.0.1:{}\"\n",
+            stack.dns_port
+        ),
+    );
+    std::fs::write(&path, text).expect("config");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let db = dir.path().join("intake.db");
+    let outcome = |tag: &str| -> Option<(String, String)> {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        conn.query_row(
+            "SELECT class, outcome FROM messages WHERE message_id = ?1",
+            [format!("{tag}@leeds.nhs.test")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok()
+    };
+    loop {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_iapt-intake"))
+            .args(["run", "--once", "--now", "2011-07-20T10:00:00Z", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run --once");
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        if ["genuine", "cross", "altered"].iter().all(|t| outcome(t).is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all filed\n{}", stack.log_tails(30));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let pair = |a: &str, b: &str| Some((a.to_string(), b.to_string()));
+    assert_eq!(outcome("genuine"), pair("submission", "accepted"));
+    assert_eq!(outcome("cross"), pair("unverified", "held_unverified"));
+    assert_eq!(outcome("altered"), pair("unverified", "held_unverified"));
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let reason: String = conn
+        .query_row(
+            "SELECT json_extract(verification, '$.reason') FROM messages WHERE message_id = ?1",
+            ["altered@leeds.nhs.test"],
+            |r| r.get(0),
+        )
+        .expect("verdict kept");
+    assert!(reason.contains("the body was changed after signing"), "{reason}");
+}
