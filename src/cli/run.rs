@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         env: &env,
         store: &store,
         transport: transport.as_ref(),
-        clock: Clock { fixed: args.global.now },
+        clock: Clock::starting_at(args.global.now),
         once: args.once,
     };
     match &env.config.intake.source {
@@ -40,9 +40,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             drive(&ctx, source, &format!("Maildir {}", dir.display()))
         }
         Source::Imap(imap) => {
-            // Connect now, so a wrong host, certificate or password is reported at startup.
-            let source = ImapSource::connect(imap)
-                .with_context(|| format!("cannot open IMAP {}:{}", imap.host, imap.port))?
+            // Only what is the configuration's own fails here (a CA file, a TLS name). The
+            // server is met by the first round: unreachable, refusing the login or failing TLS,
+            // it is retried with backoff and never ends the daemon.
+            let source = ImapSource::new(imap)
+                .with_context(|| format!("cannot use IMAP {}:{}", imap.host, imap.port))?
                 .with_fetch_cap(env.config.limits.message_bytes.saturating_mul(2));
             drive(&ctx, source, &format!("IMAP {}:{} folder {}", imap.host, imap.port, imap.folder))
         }
@@ -87,7 +89,7 @@ fn drive<S: Store, M: MailSource>(
         return Ok(Exit::Ok);
     };
     tracing::info!(source = what, "iapt-intake running; SIGTERM or Ctrl-C stops it");
-    daemon.run(env.config.intake.poll_interval)?;
+    daemon.run_watched(env.config.intake.poll_interval, &crate::daemon::Health::default())?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
 }

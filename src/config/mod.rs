@@ -5,8 +5,11 @@
 //! Relative paths are taken relative to the working directory of the process (the repository for
 //! the embedded default; the systemd unit's `WorkingDirectory` in production).
 
+mod mail;
 mod raw;
 mod secret;
+
+pub use mail::{check_folder_name, SmtpSteps};
 
 pub use secret::Secret;
 
@@ -96,8 +99,13 @@ pub struct Smtp {
     pub credential: Option<Credential>,
     /// Extra CA certificate (PEM) to trust besides the system roots (a private CA).
     pub ca_file: Option<PathBuf>,
-    /// Limit on connecting and on each SMTP command.
+    /// Limit on connecting, TLS and each command outside a mail transaction (EHLO, AUTH, NOOP).
     pub timeout: Duration,
+    /// Limits on each step of a mail transaction (RFC 5321 §4.5.3.2).
+    pub steps: SmtpSteps,
+    /// The name given in EHLO; `None`: this host's name when fully qualified, else the address
+    /// literal of our end of the connection (RFC 5321 §4.1.4).
+    pub helo_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 //! `oauth2_token_command` source, shared with IMAP).
 
 use super::conn::{Conn, Failure, Link};
-use super::{classify, SendError};
+use super::SendError;
 use crate::config::Secret;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::Error as SmtpError;
@@ -38,15 +38,18 @@ impl TokenLogin {
         match self.try_open(link, relay).await? {
             Ok(conn) => return Ok(conn),
             Err(e) => {
-                tracing::info!(relay, error = %e, "relay refused the XOAUTH2 token; trying a fresh one");
+                let why = refusal(&e);
+                tracing::info!(
+                    relay,
+                    "relay refused the XOAUTH2 token ({why}); trying a fresh one"
+                );
                 self.tokens.invalidate();
             }
         }
         self.try_open(link, relay).await?.map_err(|e| {
-            let mut err = classify(relay, &e);
-            // lettre's words for a refusal by challenge ("does not expect a challenge")
-            // would send whoever reads `status` looking in the wrong place.
-            err.message = format!("relay {relay} refused a fresh XOAUTH2 token too: {e}");
+            let why = refusal(&e);
+            let mut err = Failure::Login(e).into_send_error(relay);
+            err.message = format!("relay {relay} refused a fresh XOAUTH2 token too ({why})");
             err
         })
     }
@@ -67,6 +70,18 @@ impl TokenLogin {
             Ok(conn) => Ok(Ok(conn)),
             Err(Failure::Login(e)) if token_refused(&e) => Ok(Err(e)),
             Err(f) => Err(f.into_send_error(relay)),
+        }
+    }
+}
+
+/// The refusal in words that point the right way. A relay refusing by challenge (RFC 7628
+/// §3.2.2) reaches us as lettre's own "This mechanism does not expect a challenge", which would
+/// send whoever reads the log looking at the client.
+fn refusal(e: &SmtpError) -> String {
+    match e.status() {
+        Some(_) => e.to_string(),
+        None => {
+            "the token was not accepted: the relay answered AUTH with an error challenge".into()
         }
     }
 }
