@@ -117,11 +117,24 @@ fn print_summary(round: &Round, env: &crate::pipeline::Env) -> anyhow::Result<()
         out,
         "\n{} message(s) processed, {} left in the inbox; replies: {} sent, {} to retry, {} failed.",
         round.processed.len(),
-        round.deferred,
+        round.deferred + round.unmoved,
         d.sent,
-        d.retried + d.deferred,
+        d.retried + d.deferred + d.held,
         d.failed
     )?;
+    if let Some(why) = &round.unmoved_reason {
+        writeln!(
+            out,
+            "{} filed message(s) could not be moved out of the inbox ({why}); they are recognised as filed next time and never answered twice.",
+            round.unmoved
+        )?;
+    }
+    if let Some(why) = &d.refused {
+        writeln!(
+            out,
+            "Delivery paused: the relay refuses our sender or login ({why}). The replies are kept and go out when it clears."
+        )?;
+    }
     if let crate::config::Transport::File(dir) = &env.config.outbound.transport {
         writeln!(
             out,
