@@ -101,7 +101,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         for u in undelivered {
             writeln!(
                 out,
-                "  {} to {} — {} after {} attempt(s): {}",
+                "  #{} {} to {} — {} after {} attempt(s): {}",
+                u.id,
                 u.kind,
                 u.recipients.join(", "),
                 if u.bounced { "bounced" } else { "failed" },
