@@ -446,8 +446,13 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
                     // 1, 2, 4, 8, 16 s between rounds that fail on the store; the mailbox's own
                     // backoff, waited out in `wait`, paces reconnection.
                     let pause = Duration::from_secs(1 << failures.saturating_sub(1).min(4));
-                    if !matches!(e, DaemonError::Source(SourceError::Backoff { .. })) {
-                        tracing::error!("round failed (attempt {failures}), retrying: {e}");
+                    match &e {
+                        // The source logged the failed attempt when it made it.
+                        DaemonError::Source(SourceError::Backoff { .. }) => {}
+                        DaemonError::Source(s) if s.is_transient() => {
+                            tracing::warn!("mailbox unavailable (round {failures}), retrying: {e}")
+                        }
+                        _ => tracing::error!("round failed (attempt {failures}), retrying: {e}"),
                     }
                     self.shutdown.sleep(pause.min(poll));
                 }

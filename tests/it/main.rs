@@ -11,6 +11,7 @@ mod imap;
 mod mail;
 mod outbound;
 mod pipeline;
+mod production;
 mod smtp;
 mod stack;
 mod store;
