@@ -108,6 +108,8 @@ pub struct Smtp {
     pub helo_name: Option<String>,
 }
 
+// Built once at start and never moved in bulk: the size of the SMTP variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Transport {
     File(PathBuf),
