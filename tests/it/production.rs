@@ -7,6 +7,7 @@
 //! The long waits (10 s of outage, 30 s idle windows, 40 s of end of data, 30 s of pause) are
 //! in separate tests, which the harness runs in parallel.
 
+mod cyrus;
 mod folders;
 mod idle;
 mod relay;
