@@ -34,6 +34,15 @@ const DELIVERY_BATCH: usize = 500;
 /// while keeping the relay busy.
 const DELIVERY_WORKERS: usize = 4;
 
+/// Replies in flight at once with `config`: [`DELIVERY_WORKERS`], or fewer when `[smtp]
+/// connections` says so (Microsoft 365 takes three at once from one mailbox).
+fn workers(config: &crate::config::Config) -> usize {
+    match &config.outbound.transport {
+        crate::config::Transport::Smtp(smtp) => DELIVERY_WORKERS.min(smtp.connections as usize),
+        _ => DELIVERY_WORKERS,
+    }
+}
+
 /// The daemon's idea of the time: the real clock, or one that starts at a given moment
 /// (`--now`) and runs on from there, so a long-running daemon replaying an archive still sees
 /// retries come due. Every message is taken as received at the given moment itself.
@@ -153,7 +162,15 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         let worked = std::thread::scope(|scope| {
             let worker =
                 std::thread::Builder::new().name("delivery".into()).spawn_scoped(scope, || {
-                    deliver_while_filing(store, transport, clock, &gate, &kick, &shutdown)
+                    deliver_while_filing(
+                        store,
+                        transport,
+                        clock,
+                        &gate,
+                        &kick,
+                        &shutdown,
+                        workers(&self.env.config),
+                    )
                 });
             let filed = self.file_all(scope, &pending, &mut round, &gate, &|| kick.kick());
             kick.stop();
@@ -378,7 +395,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
                 self.transport,
                 self.clock.now(),
                 DELIVERY_BATCH,
-                DELIVERY_WORKERS,
+                workers(&self.env.config),
             )?;
             let handled = s.sent + s.retried + s.failed;
             let (deferred, sent, refused) = (s.deferred, s.sent, s.refused.is_some());
@@ -528,18 +545,13 @@ fn deliver_while_filing<S: Store, T: Transport + ?Sized>(
     gate: &Gate,
     kick: &Kick,
     shutdown: &Shutdown,
+    workers: usize,
 ) -> Result<DeliveryStats, crate::store::StoreError> {
     let mut total = DeliveryStats::default();
     while kick.wait() {
         loop {
-            let s = deliver_due_gated(
-                store,
-                transport,
-                clock.now(),
-                DELIVERY_BATCH,
-                DELIVERY_WORKERS,
-                gate,
-            )?;
+            let s =
+                deliver_due_gated(store, transport, clock.now(), DELIVERY_BATCH, workers, gate)?;
             let handled = s.sent + s.retried + s.failed;
             let (deferred, sent, paused, refused) =
                 (s.deferred, s.sent, s.paused, s.refused.is_some());

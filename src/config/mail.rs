@@ -95,6 +95,19 @@ impl Validator {
         }
     }
 
+    /// At most four replies in flight (SPEC §5); Microsoft 365 takes three at once from one
+    /// mailbox (`432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded` past that).
+    pub(super) fn connections(&mut self, value: Option<u32>) -> u32 {
+        match value {
+            None => 4,
+            Some(n @ 1..=4) => n,
+            Some(n) => {
+                self.problem("smtp.connections", format!("{n} is not between 1 and 4"));
+                4
+            }
+        }
+    }
+
     /// A host name for EHLO: letters, digits, hyphens and dots, with at least one dot (a fully
     /// qualified name, RFC 5321 §4.1.1.1), or an address literal such as `[192.0.2.1]`.
     pub(super) fn helo_name(&mut self, value: Option<String>) -> Option<String> {
@@ -164,8 +177,11 @@ mod tests {
         assert_eq!(smtp.steps.data_end, Duration::from_secs(20));
         assert_eq!(smtp.steps.rcpt, Duration::from_secs(60));
         assert_eq!(smtp.helo_name.as_deref(), Some("iapt.example.nhs.uk"));
-        let p = problems(&format!("{base}mail_timeout = \"soon\"\nhelo_name = \"vm\"\n"));
+        assert_eq!(smtp.connections, 4);
+        let p = problems(&format!(
+            "{base}mail_timeout = \"soon\"\nhelo_name = \"vm\"\nconnections = 9\n"
+        ));
         let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(keys, ["smtp.mail_timeout", "smtp.helo_name"]);
+        assert_eq!(keys, ["smtp.mail_timeout", "smtp.helo_name", "smtp.connections"]);
     }
 }

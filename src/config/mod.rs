@@ -106,6 +106,8 @@ pub struct Smtp {
     /// The name given in EHLO; `None`: this host's name when fully qualified, else the address
     /// literal of our end of the connection (RFC 5321 §4.1.4).
     pub helo_name: Option<String>,
+    /// Connections to the relay, and so replies in flight at once (1–4).
+    pub connections: u32,
 }
 
 // Built once at start and never moved in bulk: the size of the SMTP variant costs nothing.

@@ -80,6 +80,7 @@ pub struct RawSmtp {
     pub block_timeout: Option<String>,
     pub data_end_timeout: Option<String>,
     pub helo_name: Option<String>,
+    pub connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -276,6 +276,7 @@ impl Validator {
     fn smtp(&mut self, raw: RawSmtp) -> Smtp {
         let steps = self.smtp_steps(&raw);
         let helo_name = self.helo_name(raw.helo_name.clone());
+        let connections = self.connections(raw.connections);
         let tls = self.tls("smtp.tls", raw.tls, Tls::StartTls);
         let auth = self.auth("smtp.auth", raw.auth);
         let credential = self.credential(
@@ -303,6 +304,7 @@ impl Validator {
             timeout: self.duration("smtp.timeout", raw.timeout, Duration::from_secs(30)),
             steps,
             helo_name,
+            connections,
         }
     }
 

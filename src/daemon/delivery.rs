@@ -10,7 +10,7 @@
 //! Owns the pacing and the pause; what a send means is the sender's (`outbound::sender`).
 
 use super::health::Health;
-use super::{Clock, DELIVERY_BATCH, DELIVERY_WORKERS};
+use super::{workers, Clock, DELIVERY_BATCH};
 use crate::config::{Config, Transport as Configured};
 use crate::outbound::{deliver_due_gated, DeliveryStats, Gate, OutboxItem, Transport};
 use crate::shutdown::Shutdown;
@@ -55,7 +55,7 @@ pub(super) fn run<S: Store, T: Transport + ?Sized>(store: &S, transport: &T, ctx
     transport.watch_shutdown(ctx.shutdown);
     let mut paused: Option<Paused> = None;
     while !ctx.shutdown.requested() {
-        let workers = if paused.is_some() { 1 } else { DELIVERY_WORKERS };
+        let workers = if paused.is_some() { 1 } else { workers(ctx.config) };
         match deliver_all(store, transport, ctx, workers) {
             Ok(stats) => paused = pace(paused, &stats, store, transport, ctx),
             Err(e) => {

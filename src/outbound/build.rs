@@ -58,6 +58,7 @@ pub fn smtp_settings(smtp: &config::Smtp) -> Result<SmtpSettings, SendError> {
     settings.timeout = smtp.timeout;
     settings.steps = smtp.steps;
     settings.helo_name = smtp.helo_name.clone();
+    settings.pool_size = smtp.connections;
     // "plain" means a password, sent by PLAIN or, where a relay offers only that, LOGIN.
     settings.auth = match smtp.auth {
         config::Auth::Plain => vec![AuthMechanism::Plain, AuthMechanism::Login],
@@ -95,6 +96,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(30),
             steps: config::SmtpSteps::default(),
             helo_name: None,
+            connections: 4,
         }
     }
 

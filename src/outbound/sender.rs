@@ -335,4 +335,44 @@ mod tests {
         let untouched = OutboxState::Queued { retry_at: None, last_error: None };
         assert_eq!(outbox.state(ids[9]), Some(untouched));
     }
+
+    #[test]
+    fn a_refusal_of_our_sender_keeps_every_reply_queued_and_stops_the_round() {
+        let outbox = MemoryOutbox::new();
+        let ids: Vec<i64> = (0..5)
+            .map(|n| outbox.queue(&format!("r{n}@t"), "f@t.test", &["a@t.test"], b"x"))
+            .collect();
+        let relay = MemoryTransport::new();
+        let why = "550 5.7.60 Client does not have permissions to send as this sender";
+        relay.fail_always(Some(SendError::new(SendErrorKind::Refused, why)));
+        let stats = deliver_due(&outbox, &relay, now(), 100).expect("round");
+        assert_eq!((stats.retried, stats.held, stats.failed), (1, 4, 0), "{stats:?}");
+        assert_eq!(stats.refused.as_deref(), Some(why));
+        assert_eq!(relay.attempts(), 1, "one try, not one per reply");
+        for id in &ids[1..] {
+            let untouched = OutboxState::Queued { retry_at: None, last_error: None };
+            assert_eq!(outbox.state(*id), Some(untouched));
+        }
+        let Some(OutboxState::Queued { retry_at: Some(at), .. }) = outbox.state(ids[0]) else {
+            panic!("{:?}", outbox.state(ids[0]));
+        };
+        assert_eq!(at, now() + TimeDelta::seconds(30), "tried again, not failed");
+    }
+
+    #[test]
+    fn an_unanswered_end_of_data_is_not_due_again_before_the_rest_of_its_limit() {
+        let outbox = MemoryOutbox::new();
+        let id = outbox.queue("r@t", "f@t.test", &["a@t.test"], b"x");
+        let relay = MemoryTransport::new();
+        let left = Duration::from_secs(590);
+        relay.fail_next(SendError::new(
+            SendErrorKind::Unanswered { retry_after: left },
+            "no answer",
+        ));
+        deliver_due(&outbox, &relay, now(), 10).expect("round");
+        let Some(OutboxState::Queued { retry_at: Some(at), .. }) = outbox.state(id) else {
+            panic!("{:?}", outbox.state(id));
+        };
+        assert_eq!(at, now() + TimeDelta::seconds(590));
+    }
 }

@@ -437,3 +437,29 @@ impl AsyncWrite for TlsTcp {
         Pin::new(self.get_mut().0.as_mut()).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ehlo_gives_a_fully_qualified_name_or_the_address_literal_of_our_end() {
+        let v4: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::7]:40000".parse().expect("addr");
+        let shown = |h: Option<&str>, a: Option<SocketAddr>| hello_name(h, a).to_string();
+        assert_eq!(shown(Some("intake.example.nhs.uk"), Some(v4)), "intake.example.nhs.uk");
+        assert_eq!(shown(Some("vm"), Some(v4)), "[192.0.2.7]");
+        assert_eq!(shown(Some("vm"), Some(v6)), "[IPv6:2001:db8::7]");
+        assert_eq!(shown(None, Some(v4)), "[192.0.2.7]");
+    }
+
+    #[test]
+    fn size_and_the_one_round_trip_extensions_are_read_from_ehlo() {
+        let lines = ["relay.test", "PIPELINING", "SIZE 36700160", "CHUNKING", "BINARYMIME"];
+        let offers = Offers::from_ehlo(lines.into_iter());
+        assert!(offers.pipelining && offers.chunking && offers.binary);
+        assert_eq!(offers.size, Some(36_700_160));
+        assert_eq!(Offers::from_ehlo(["r", "SIZE"].into_iter()).size, Some(0), "no limit given");
+        assert_eq!(Offers::from_ehlo(["r", "8BITMIME"].into_iter()).size, None);
+    }
+}

@@ -154,6 +154,20 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_by_error_challenge_is_told_as_the_token_refused_not_as_our_fault() {
+        // What lettre returns when the relay answers AUTH XOAUTH2 with an error challenge.
+        let credentials = Credentials::new("u".into(), "t".into());
+        let e = Mechanism::Xoauth2
+            .response(&credentials, Some("eyJzdGF0dXMiOiI0MDEifQ=="))
+            .expect_err("a challenge");
+        assert!(e.to_string().contains("does not expect a challenge"), "{e}");
+        let told = refusal(&e);
+        assert!(!told.contains("does not expect"), "{told}");
+        assert!(told.contains("token was not accepted"), "{told}");
+        assert!(token_refused(&e), "a fresh token is tried");
+    }
+
+    #[test]
     fn a_token_that_cannot_be_fetched_leaves_the_reply_queued() {
         let transport = SmtpTransport::with_tokens(&settings(), Arc::new(Broken)).expect("built");
         let err = transport.send(&item()).expect_err("no token");
