@@ -2,14 +2,20 @@
 //! filing is durable, deliver due replies, then wait for more. Shuts down on purpose: a signal
 //! stops intake, the message in hand finishes, then the loop returns (STYLE habit 5).
 
+mod delivery;
+pub mod health;
+
+pub use crate::shutdown::Shutdown;
+pub use health::Health;
+
 use crate::mailbox::{MailSource, Pending, SourceError};
 use crate::outbound::{deliver_due_gated, deliver_due_with, DeliveryStats, Gate, Transport};
 use crate::pipeline::{self, Env, Incoming, Processed};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Messages filed per group commit. Large enough that the flush (and the index pages a filing
 /// touches) is shared by many; a burst starts with smaller ones ([`FIRST_BATCH`], doubling), so
@@ -28,55 +34,55 @@ const DELIVERY_BATCH: usize = 500;
 /// while keeping the relay busy.
 const DELIVERY_WORKERS: usize = 4;
 
-/// The daemon's idea of the time: the real clock, or a fixed moment (`--now`).
-#[derive(Debug, Clone, Copy, Default)]
+/// Replies in flight at once with `config`: [`DELIVERY_WORKERS`], or fewer when `[smtp]
+/// connections` says so (Microsoft 365 takes three at once from one mailbox).
+fn workers(config: &crate::config::Config) -> usize {
+    match &config.outbound.transport {
+        crate::config::Transport::Smtp(smtp) => DELIVERY_WORKERS.min(smtp.connections as usize),
+        _ => DELIVERY_WORKERS,
+    }
+}
+
+/// The daemon's idea of the time: the real clock, or one that starts at a given moment
+/// (`--now`) and runs on from there, so a long-running daemon replaying an archive still sees
+/// retries come due. Every message is taken as received at the given moment itself.
+#[derive(Debug, Clone, Copy)]
 pub struct Clock {
-    pub fixed: Option<DateTime<Utc>>,
+    start: Option<DateTime<Utc>>,
+    origin: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::starting_at(None)
+    }
 }
 
 impl Clock {
+    /// The real clock (`None`), or one starting at `at`.
+    pub fn starting_at(at: Option<DateTime<Utc>>) -> Clock {
+        Clock { start: at, origin: Instant::now() }
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
-        self.fixed.unwrap_or_else(Utc::now)
-    }
-}
-
-/// Set by a signal handler (or a test); checked between messages.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    pub fn request(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        match self.start {
+            // Whole seconds, so what a replay records reads like the moment it was given.
+            Some(start) => {
+                start + chrono::TimeDelta::seconds(self.origin.elapsed().as_secs() as i64)
+            }
+            None => Utc::now(),
+        }
     }
 
-    pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+    /// The moment `--now` gave, if any.
+    pub fn fixed(&self) -> Option<DateTime<Utc>> {
+        self.start
     }
 
-    /// Request shutdown on SIGTERM or SIGINT, from a small thread of its own. The handlers are
-    /// installed before this returns: a signal arriving while the thread is still starting
-    /// would otherwise meet the default action and end the process uncleanly.
-    pub fn on_signals(&self) -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let flag = self.clone();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (mut term, mut int) = rt.block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })?;
-        std::thread::Builder::new().name("signals".into()).spawn(move || {
-            rt.block_on(async {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                tracing::info!("shutdown requested: finishing the message in hand");
-                flag.request();
-            })
-        })?;
-        Ok(())
+    /// When a message that reached the mailbox at `arrived` counts as received: `--now`'s
+    /// moment when given (SPEC §7), else its arrival.
+    pub fn received_at(&self, arrived: DateTime<Utc>) -> DateTime<Utc> {
+        self.start.unwrap_or(arrived)
     }
 }
 
@@ -96,7 +102,19 @@ pub struct Round {
     pub processed: Vec<Processed>,
     /// Messages left in the mailbox for a later round (transient trouble).
     pub deferred: usize,
+    /// Messages filed but still in the mailbox: the server refused to move them out (they are
+    /// recognised as filed next time, never answered twice).
+    pub unmoved: usize,
+    /// Why they could not be moved, when some could not.
+    pub unmoved_reason: Option<String>,
     pub delivery: DeliveryStats,
+}
+
+/// Where replies go out in the long-running daemon: on the delivery thread of [`Daemon::run`],
+/// woken by `kick` after each commit, sharing `gate` with the filing.
+struct Elsewhere<'g> {
+    gate: &'g Gate,
+    kick: &'g Notify,
 }
 
 pub struct Daemon<'a, S: Store, M: MailSource, T: Transport + ?Sized> {
@@ -117,8 +135,21 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
     /// whenever no filing is open, and stops between two replies when one begins (see
     /// [`Gate`]), so a reply is still recorded the moment the relay accepts it.
     pub fn round(&mut self) -> Result<Round, DaemonError> {
+        self.round_with(None)
+    }
+
+    /// A round whose replies go out on the daemon's delivery thread (`elsewhere`), or within
+    /// it (`None`, as [`Daemon::round`]).
+    fn round_with(&mut self, elsewhere: Option<&Elsewhere<'_>>) -> Result<Round, DaemonError> {
         let mut round = Round::default();
         let pending = self.source.pending()?;
+        if let Some(e) = elsewhere {
+            if !pending.is_empty() {
+                let kick = || e.kick.notify_one();
+                self.file_all_then(&pending, &mut round, e.gate, &kick)?;
+            }
+            return Ok(round);
+        }
         if pending.is_empty() {
             round.delivery = self.deliver()?;
             self.settle();
@@ -131,9 +162,17 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         let worked = std::thread::scope(|scope| {
             let worker =
                 std::thread::Builder::new().name("delivery".into()).spawn_scoped(scope, || {
-                    deliver_while_filing(store, transport, clock, &gate, &kick, &shutdown)
+                    deliver_while_filing(
+                        store,
+                        transport,
+                        clock,
+                        &gate,
+                        &kick,
+                        &shutdown,
+                        workers(&self.env.config),
+                    )
                 });
-            let filed = self.file_all(scope, &pending, &mut round, &gate, &kick);
+            let filed = self.file_all(scope, &pending, &mut round, &gate, &|| kick.kick());
             kick.stop();
             let delivered = match worker {
                 Ok(handle) => {
@@ -163,8 +202,19 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         }
     }
 
-    /// File every pending message, batch after batch, waking the delivery thread after each
-    /// commit.
+    /// [`Daemon::file_all`] in a scope of its own, calling `committed` after each commit.
+    fn file_all_then(
+        &mut self,
+        pending: &[Pending],
+        round: &mut Round,
+        gate: &Gate,
+        committed: &(dyn Fn() + Sync),
+    ) -> Result<(), DaemonError> {
+        std::thread::scope(|scope| self.file_all(scope, pending, round, gate, committed))
+    }
+
+    /// File every pending message, batch after batch, calling `committed` (which wakes the
+    /// delivery thread) after each commit.
     ///
     /// One batch ahead: before a batch is filed, the first group of the next is fetched and
     /// handed to a thread of `scope` to prepare (parse, read, write its blobs) while this one
@@ -176,7 +226,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         pending: &[Pending],
         round: &mut Round,
         gate: &Gate,
-        kick: &Kick,
+        committed: &(dyn Fn() + Sync),
     ) -> Result<(), DaemonError>
     where
         'a: 'scope,
@@ -213,7 +263,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
             let filed = self.batch(chunk, first, round, gate);
             // Answer each committed batch while the next is fetched, so the first replies of a
             // burst go out in seconds rather than after the whole burst.
-            kick.kick();
+            committed();
             if !filed? {
                 break; // store trouble: leave the rest for a later round
             }
@@ -272,7 +322,7 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
                     }
                 };
                 let now = self.clock.now();
-                let received_at = self.clock.fixed.unwrap_or(p.received_at);
+                let received_at = self.clock.received_at(p.received_at);
                 let msg = Incoming { raw: &raw, source_key: &p.key, received_at };
                 let prepared = prepared.unwrap_or_else(|| pipeline::prepare(self.env, &raw));
                 match pipeline::process_prepared(self.store, self.env, msg, prepared, now) {
@@ -310,6 +360,8 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         for (key, e) in self.source.mark_processed_many(&keys) {
             if !matches!(e, SourceError::Gone { .. }) {
                 tracing::warn!(key, "filed, but not yet moved out of the inbox (a duplicate next time, never a second reply): {e}");
+                round.unmoved += 1;
+                round.unmoved_reason.get_or_insert_with(|| e.to_string());
             }
         }
         for p in &done {
@@ -343,13 +395,15 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
                 self.transport,
                 self.clock.now(),
                 DELIVERY_BATCH,
-                DELIVERY_WORKERS,
+                workers(&self.env.config),
             )?;
-            total.add(s);
             let handled = s.sent + s.retried + s.failed;
+            let (deferred, sent, refused) = (s.deferred, s.sent, s.refused.is_some());
+            total.add(s);
             if handled < DELIVERY_BATCH
-                || s.deferred > 0
-                || s.sent == 0
+                || deferred > 0
+                || sent == 0
+                || refused
                 || self.shutdown.requested()
             {
                 return Ok(total);
@@ -357,59 +411,76 @@ impl<'a, S: Store, M: MailSource, T: Transport + ?Sized> Daemon<'a, S, M, T> {
         }
     }
 
-    /// Rounds until shutdown, waiting for new mail (or the poll interval) between them.
+    /// Rounds until shutdown, waiting for new mail between them (see [`MailSource::wait`]).
     pub fn run(&mut self, poll: Duration) -> Result<(), DaemonError> {
-        let mut failures = 0u32;
-        while !self.shutdown.requested() {
-            match self.round() {
-                Ok(_) => failures = 0,
-                Err(e) => {
-                    failures += 1;
-                    // 2, 4, 8, 16 s: short, since the mailbox and the store back off on their
-                    // own (an IMAP reconnect waits up to 60 s) and the two would add up.
-                    let pause = Duration::from_secs(2u64.saturating_pow(failures.min(4)));
-                    tracing::error!(
-                        "round failed (attempt {failures}), retrying in {pause:?}: {e}"
-                    );
-                    self.sleep(pause);
-                    continue;
-                }
+        self.run_watched(poll, &Health::default())
+    }
+
+    /// [`Daemon::run`], keeping `health` up to date. Replies go out on a thread of their own
+    /// the whole time, so a slow relay never holds up filing. Nothing that goes wrong here
+    /// ends the loop: an unreachable mailbox, a refused login or a failing store is logged,
+    /// shown in `health`, and met again after a pause (the IMAP source's own backoff runs from
+    /// 1 s to 60 s).
+    pub fn run_watched(&mut self, poll: Duration, health: &Health) -> Result<(), DaemonError> {
+        let (gate, kick) = (Gate::new(), Notify::new());
+        let (store, transport, env, shutdown) =
+            (self.store, self.transport, self.env, self.shutdown.clone());
+        let ctx = delivery::Ctx {
+            clock: self.clock,
+            gate: &gate,
+            kick: &kick,
+            shutdown: &shutdown,
+            health,
+            config: &env.config,
+        };
+        std::thread::scope(|scope| {
+            let delivering = std::thread::Builder::new()
+                .name("delivery".into())
+                .spawn_scoped(scope, || delivery::run(store, transport, &ctx));
+            if let Err(e) = &delivering {
+                tracing::error!("no delivery thread, replies go out between rounds: {e}");
             }
-            self.wait(poll);
-        }
+            let elsewhere = delivering.is_ok().then_some(Elsewhere { gate: &gate, kick: &kick });
+            self.intake(poll, health, elsewhere.as_ref());
+        });
         Ok(())
     }
 
-    /// Wait for mail in short slices so a shutdown request is noticed within a second. Trouble
-    /// with the mailbox while waiting is logged and ends the wait: the next round meets it again
-    /// and backs off, so an outage never stops the daemon.
-    fn wait(&mut self, poll: Duration) {
-        let slice = Duration::from_secs(1).min(poll);
-        let mut waited = Duration::ZERO;
-        while waited < poll && !self.shutdown.requested() {
-            if let Err(e) = self.source.wait(slice) {
-                tracing::warn!("waiting for mail: {e}");
-                self.sleep(slice);
-                return;
-            }
-            waited += slice;
-            match self.source.pending() {
-                Ok(p) if !p.is_empty() => return,
-                Ok(_) => {}
+    fn intake(&mut self, poll: Duration, health: &Health, elsewhere: Option<&Elsewhere<'_>>) {
+        let mut failures = 0u32;
+        while !self.shutdown.requested() {
+            match self.round_with(elsewhere) {
+                Ok(_) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "the mailbox answers again");
+                    }
+                    failures = 0;
+                    health.mailbox_up();
+                }
                 Err(e) => {
-                    tracing::warn!("checking for mail: {e}");
-                    return;
+                    failures += 1;
+                    health.mailbox_down(self.clock.now(), &e.to_string());
+                    // 1, 2, 4, 8, 16 s between rounds that fail on the store; the mailbox's own
+                    // backoff, waited out in `wait`, paces reconnection.
+                    let pause = Duration::from_secs(1 << failures.saturating_sub(1).min(4));
+                    match &e {
+                        // The source logged the failed attempt when it made it.
+                        DaemonError::Source(SourceError::Backoff { .. }) => {}
+                        DaemonError::Source(s) if s.is_transient() => {
+                            tracing::warn!("mailbox unavailable (round {failures}), retrying: {e}")
+                        }
+                        _ => tracing::error!("round failed (attempt {failures}), retrying: {e}"),
+                    }
+                    self.shutdown.sleep(pause.min(poll));
                 }
             }
-        }
-    }
-
-    fn sleep(&self, d: Duration) {
-        let mut left = d;
-        while !left.is_zero() && !self.shutdown.requested() {
-            let step = left.min(Duration::from_millis(200));
-            std::thread::sleep(step);
-            left -= step;
+            if self.shutdown.requested() {
+                break;
+            }
+            if let Err(e) = self.source.wait(poll, &self.shutdown) {
+                tracing::warn!("waiting for mail: {e}");
+                self.shutdown.sleep(Duration::from_secs(1).min(poll));
+            }
         }
     }
 }
@@ -474,24 +545,22 @@ fn deliver_while_filing<S: Store, T: Transport + ?Sized>(
     gate: &Gate,
     kick: &Kick,
     shutdown: &Shutdown,
+    workers: usize,
 ) -> Result<DeliveryStats, crate::store::StoreError> {
     let mut total = DeliveryStats::default();
     while kick.wait() {
         loop {
-            let s = deliver_due_gated(
-                store,
-                transport,
-                clock.now(),
-                DELIVERY_BATCH,
-                DELIVERY_WORKERS,
-                gate,
-            )?;
-            total.add(s);
+            let s =
+                deliver_due_gated(store, transport, clock.now(), DELIVERY_BATCH, workers, gate)?;
             let handled = s.sent + s.retried + s.failed;
-            if s.paused > 0
+            let (deferred, sent, paused, refused) =
+                (s.deferred, s.sent, s.paused, s.refused.is_some());
+            total.add(s);
+            if paused > 0
+                || refused
                 || handled < DELIVERY_BATCH
-                || s.deferred > 0
-                || s.sent == 0
+                || deferred > 0
+                || sent == 0
                 || shutdown.requested()
             {
                 break;

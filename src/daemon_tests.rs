@@ -32,7 +32,7 @@ fn daemon_at<'a, S: Store, M: MailSource, T: Transport + ?Sized>(
         source,
         transport,
         env,
-        clock: Clock { fixed: Some(at) },
+        clock: Clock::starting_at(Some(at)),
         shutdown: Shutdown::default(),
     }
 }
@@ -177,7 +177,7 @@ fn a_mailbox_outage_does_not_stop_the_daemon() {
 #[test]
 fn replies_go_out_during_filing_but_only_for_committed_filings() {
     use crate::store::SqliteStore;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     struct Watching<'s> {
         store: &'s SqliteStore,
         inner: MemoryTransport,

@@ -19,6 +19,7 @@
 //! - [`lock`]        one active daemon per store; a second waits as a standby
 //! - [`pipeline`]    one message end to end, against the Store and clock it is given
 //! - [`daemon`]      the loops: polling, shutdown, retries
+//! - [`shutdown`]    the stop flag every loop and long wait honours
 //! - [`cli`]         one file per subcommand
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod reply;
 pub mod report;
+pub mod shutdown;
 pub mod store;
 pub mod tls;
 pub mod validate;

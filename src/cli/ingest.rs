@@ -37,7 +37,7 @@ fn ingest(args: &Args) -> anyhow::Result<Exit> {
     let mut raw = Vec::new();
     std::io::stdin().lock().take(cap).read_to_end(&mut raw)?;
     let store = common::open_store(&env.config)?;
-    let clock = Clock { fixed: args.global.now };
+    let clock = Clock::starting_at(args.global.now);
     let now = clock.now();
     let key = format!("stdin-{}", &sha256_hex(&raw)[..16]);
     let msg = Incoming { raw: &raw, source_key: &key, received_at: now };

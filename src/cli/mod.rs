@@ -5,6 +5,7 @@ pub mod check;
 mod common;
 pub mod export;
 pub mod ingest;
+pub mod requeue;
 pub mod run;
 pub mod status;
 pub mod template;
@@ -52,6 +53,7 @@ pub enum Command {
     Template(template::Args),
     Status(status::Args),
     Export(export::Args),
+    Requeue(requeue::Args),
 }
 
 /// How a command ended, when it did not fail outright.
@@ -83,5 +85,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Template(args) => template::run(args),
         Command::Status(args) => status::run(args),
         Command::Export(args) => export::run(args),
+        Command::Requeue(args) => requeue::run(args),
     }
 }

@@ -30,7 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         env: &env,
         store: &store,
         transport: transport.as_ref(),
-        clock: Clock { fixed: args.global.now },
+        clock: Clock::starting_at(args.global.now),
         once: args.once,
     };
     match &env.config.intake.source {
@@ -41,9 +41,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
             drive(&ctx, source, &format!("Maildir {}", dir.display()))
         }
         Source::Imap(imap) => {
-            // Connect now, so a wrong host, certificate or password is reported at startup.
-            let source = ImapSource::connect(imap)
-                .with_context(|| format!("cannot open IMAP {}:{}", imap.host, imap.port))?
+            // Only what is the configuration's own fails here (a CA file, a TLS name). The
+            // server is met by the first round: unreachable, refusing the login or failing TLS,
+            // it is retried with backoff and never ends the daemon.
+            let source = ImapSource::new(imap)
+                .with_context(|| format!("cannot use IMAP {}:{}", imap.host, imap.port))?
                 .with_fetch_cap(env.config.limits.message_bytes.saturating_mul(2));
             drive(&ctx, source, &format!("IMAP {}:{} folder {}", imap.host, imap.port, imap.folder))
         }
@@ -88,7 +90,7 @@ fn drive<S: Store, M: MailSource>(
         return Ok(Exit::Ok);
     };
     tracing::info!(source = what, "iapt-intake running; SIGTERM or Ctrl-C stops it");
-    daemon.run(env.config.intake.poll_interval)?;
+    daemon.run_watched(env.config.intake.poll_interval, &crate::daemon::Health::default())?;
     tracing::info!("stopped");
     Ok(Exit::Ok)
 }
@@ -116,11 +118,24 @@ fn print_summary(round: &Round, env: &crate::pipeline::Env) -> anyhow::Result<()
         out,
         "\n{} message(s) processed, {} left in the inbox; replies: {} sent, {} to retry, {} failed.",
         round.processed.len(),
-        round.deferred,
+        round.deferred + round.unmoved,
         d.sent,
-        d.retried + d.deferred,
+        d.retried + d.deferred + d.held,
         d.failed
     )?;
+    if let Some(why) = &round.unmoved_reason {
+        writeln!(
+            out,
+            "{} filed message(s) could not be moved out of the inbox ({why}); they are recognised as filed next time and never answered twice.",
+            round.unmoved
+        )?;
+    }
+    if let Some(why) = &d.refused {
+        writeln!(
+            out,
+            "Delivery paused: the relay refuses our sender or login ({why}). The replies are kept and go out when it clears."
+        )?;
+    }
     if let crate::config::Transport::File(dir) = &env.config.outbound.transport {
         writeln!(
             out,

@@ -35,7 +35,7 @@ struct Row<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let loaded = common::load(args.global.config.as_deref())?;
-    let now = Clock { fixed: args.global.now }.now();
+    let now = Clock::starting_at(args.global.now).now();
     let period = match args.period.as_deref() {
         Some(p) => common::parse_period(p)?,
         None => match common::default_period(&loaded.collections, now) {
@@ -127,7 +127,8 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         for u in undelivered {
             writeln!(
                 out,
-                "  {} to {} — {}",
+                "  #{} {} to {} — {}",
+                u.id,
                 u.kind,
                 u.recipients.join(", "),
                 match (&u.held, u.bounced) {

@@ -7,12 +7,14 @@
 
 mod auth;
 mod classify;
+mod mail;
 mod raw;
 mod secret;
 
 pub use classify::{
     Classify, DEFAULT_AUTOMATIC_SENDERS, DEFAULT_AUTOMATIC_SUBJECTS, DEFAULT_BOUNCE_SUBJECTS,
 };
+pub use mail::{check_folder_name, SmtpSteps};
 pub use secret::Secret;
 
 use crate::workbook::Limits;
@@ -104,10 +106,19 @@ pub struct Smtp {
     pub credential: Option<Credential>,
     /// Extra CA certificate (PEM) to trust besides the system roots (a private CA).
     pub ca_file: Option<PathBuf>,
-    /// Limit on connecting and on each SMTP command.
+    /// Limit on connecting, TLS and each command outside a mail transaction (EHLO, AUTH, NOOP).
     pub timeout: Duration,
+    /// Limits on each step of a mail transaction (RFC 5321 §4.5.3.2).
+    pub steps: SmtpSteps,
+    /// The name given in EHLO; `None`: this host's name when fully qualified, else the address
+    /// literal of our end of the connection (RFC 5321 §4.1.4).
+    pub helo_name: Option<String>,
+    /// Connections to the relay, and so replies in flight at once (1–4).
+    pub connections: u32,
 }
 
+// Built once at start and never moved in bulk: the size of the SMTP variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Transport {
     File(PathBuf),

@@ -77,6 +77,15 @@ pub struct RawSmtp {
     pub oauth2_token_command: Option<String>,
     pub ca_file: Option<String>,
     pub timeout: Option<String>,
+    // The steps of a mail transaction (RFC 5321 §4.5.3.2) and our EHLO name: see `super::mail`.
+    pub greeting_timeout: Option<String>,
+    pub mail_timeout: Option<String>,
+    pub rcpt_timeout: Option<String>,
+    pub data_timeout: Option<String>,
+    pub block_timeout: Option<String>,
+    pub data_end_timeout: Option<String>,
+    pub helo_name: Option<String>,
+    pub connections: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -79,7 +79,12 @@ impl Validator {
         v
     }
 
-    fn duration(&mut self, key: &str, value: Option<String>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(v) => match humantime::parse_duration(v.trim()) {
@@ -229,6 +234,10 @@ impl Validator {
         if credential.is_none() && auth == Auth::Plain {
             self.problem("imap.password_env", "IMAP needs password_env or password_file");
         }
+        let folder = self.folder("imap.folder", raw.folder, "INBOX");
+        let processed_folder =
+            self.folder("imap.processed_folder", raw.processed_folder, "Processed");
+        self.distinct_folders(&folder, &processed_folder);
         Imap {
             host: self.required("imap.host", raw.host),
             port: raw.port.unwrap_or(if tls == Tls::Implicit { 993 } else { 143 }),
@@ -237,8 +246,8 @@ impl Validator {
             auth,
             credential: credential
                 .unwrap_or_else(|| Credential::Password(SecretSource::Env(String::new()))),
-            folder: raw.folder.unwrap_or_else(|| "INBOX".into()),
-            processed_folder: raw.processed_folder.unwrap_or_else(|| "Processed".into()),
+            folder,
+            processed_folder,
             idle: raw.idle.unwrap_or(true),
             ca_file: raw.ca_file.map(PathBuf::from),
             timeout: self.duration("imap.timeout", raw.timeout, Duration::from_secs(60)),
@@ -277,6 +286,9 @@ impl Validator {
     }
 
     fn smtp(&mut self, raw: RawSmtp) -> Smtp {
+        let steps = self.smtp_steps(&raw);
+        let helo_name = self.helo_name(raw.helo_name.clone());
+        let connections = self.connections(raw.connections);
         let tls = self.tls("smtp.tls", raw.tls, Tls::StartTls);
         let auth = self.auth("smtp.auth", raw.auth);
         let credential = self.credential(
@@ -302,6 +314,9 @@ impl Validator {
             credential,
             ca_file: raw.ca_file.map(PathBuf::from),
             timeout: self.duration("smtp.timeout", raw.timeout, Duration::from_secs(30)),
+            steps,
+            helo_name,
+            connections,
         }
     }
 

@@ -7,6 +7,7 @@
 //! deliveries still being written. Must not parse messages.
 
 use super::{MailSource, Pending, SourceError};
+use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use std::fs;
 use std::io::ErrorKind;
@@ -185,7 +186,7 @@ impl MailSource for Maildir {
         failed
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<(), SourceError> {
+    fn wait(&mut self, timeout: Duration, stop: &Shutdown) -> Result<(), SourceError> {
         let Some((listed, fresh)) = self.listed else {
             return Ok(()); // never listed: whatever is there is new to the caller
         };
@@ -203,7 +204,9 @@ impl MailSource for Maildir {
             if left.is_zero() {
                 return Ok(());
             }
-            std::thread::sleep(left.min(self.slice));
+            if !stop.sleep(left.min(self.slice)) {
+                return Ok(());
+            }
         }
     }
 }

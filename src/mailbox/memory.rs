@@ -3,6 +3,7 @@
 //! see what was marked processed. It can be switched offline to exercise retry paths.
 
 use super::{MailSource, Pending, SourceError};
+use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -117,12 +118,25 @@ impl MailSource for MemorySource {
         }
     }
 
-    fn wait(&mut self, timeout: Duration) -> Result<(), SourceError> {
+    fn wait(&mut self, poll: Duration, stop: &Shutdown) -> Result<(), SourceError> {
         let (lock, wake) = &*self.shared;
-        let inner = lock_inner(lock);
-        let _woken = wake
-            .wait_timeout_while(inner, timeout, |i| i.arrivals == i.listed && !i.offline)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let until = std::time::Instant::now() + poll;
+        // In slices, so a shutdown request is noticed within 50 ms.
+        while !stop.requested() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let inner = lock_inner(lock);
+            let (inner, _) = wake
+                .wait_timeout_while(inner, left.min(Duration::from_millis(50)), |i| {
+                    i.arrivals == i.listed && !i.offline
+                })
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if inner.arrivals != inner.listed || inner.offline {
+                break;
+            }
+        }
         Ok(())
     }
 }
@@ -173,7 +187,7 @@ mod tests {
             handle.push("k", at(9), "x");
         });
         let started = Instant::now();
-        source.wait(Duration::from_secs(10)).expect("wait");
+        source.wait(Duration::from_secs(10), &Shutdown::default()).expect("wait");
         assert!(started.elapsed() < Duration::from_secs(5));
         pusher.join().expect("pusher thread");
         assert_eq!(source.pending().expect("list").len(), 1);

@@ -6,6 +6,7 @@
 //! file messages (that is `mail` and `pipeline`), and it must not decide retries (that is the
 //! daemon, which asks `SourceError::is_transient`).
 
+use crate::shutdown::Shutdown;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,9 +57,11 @@ pub trait MailSource {
         keys.iter().filter_map(|k| self.mark_processed(k).err().map(|e| (k.clone(), e))).collect()
     }
 
-    /// Blocks for up to `timeout`, returning early when new mail may have arrived. Returning
-    /// early without new mail is allowed (the caller simply lists again).
-    fn wait(&mut self, timeout: Duration) -> Result<(), SourceError>;
+    /// Blocks until new mail may have arrived or it is time to look again, and returns early
+    /// when `stop` is requested. A source that must ask looks `poll` after its last look; one
+    /// that is told of new mail may wait longer (IMAP IDLE: until the server speaks, or its
+    /// 29-minute refresh). Returning without new mail is allowed (the caller lists again).
+    fn wait(&mut self, poll: Duration, stop: &Shutdown) -> Result<(), SourceError>;
 }
 
 /// Why the source could not do what was asked.
@@ -82,6 +85,10 @@ pub enum SourceError {
     /// trying again later can help (a dropped connection) or not (a refused login is not).
     #[error("mailbox unavailable: {message}")]
     Remote { message: String, transient: bool },
+    /// A remote mailbox failed to connect a moment ago and the next attempt is not yet due (the
+    /// failed attempt was logged when it was made).
+    #[error("mailbox unavailable; next attempt in {left:.1?}")]
+    Backoff { left: Duration },
 }
 
 impl SourceError {
@@ -92,6 +99,7 @@ impl SourceError {
             SourceError::Io { .. } => true,
             SourceError::Gone { .. } | SourceError::InvalidKey { .. } => false,
             SourceError::Remote { transient, .. } => *transient,
+            SourceError::Backoff { .. } => true,
         }
     }
 

@@ -56,6 +56,9 @@ pub fn smtp_settings(smtp: &config::Smtp) -> Result<SmtpSettings, SendError> {
     settings.port = smtp.port;
     settings.username = smtp.username.clone();
     settings.timeout = smtp.timeout;
+    settings.steps = smtp.steps;
+    settings.helo_name = smtp.helo_name.clone();
+    settings.pool_size = smtp.connections;
     // "plain" means a password, sent by PLAIN or, where a relay offers only that, LOGIN.
     settings.auth = match smtp.auth {
         config::Auth::Plain => vec![AuthMechanism::Plain, AuthMechanism::Login],
@@ -91,6 +94,9 @@ mod tests {
             credential,
             ca_file: None,
             timeout: std::time::Duration::from_secs(30),
+            steps: config::SmtpSteps::default(),
+            helo_name: None,
+            connections: 4,
         }
     }
 

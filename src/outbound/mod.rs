@@ -64,11 +64,20 @@ pub trait Outbox {
 /// thread. The bytes in `item.raw` go out unchanged, so a resend is the identical message.
 pub trait Transport: Send + Sync {
     fn send(&self, item: &OutboxItem) -> Result<(), SendError>;
+
+    /// From now on, a send waiting on the relay ends early when `stop` is requested (a reply
+    /// whose end of data was sent gets a short grace for its answer). Transports that never
+    /// wait long ignore it.
+    fn watch_shutdown(&self, _stop: &crate::shutdown::Shutdown) {}
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
         (**self).send(item)
+    }
+
+    fn watch_shutdown(&self, stop: &crate::shutdown::Shutdown) {
+        (**self).watch_shutdown(stop)
     }
 }
 
@@ -80,13 +89,22 @@ pub enum SendErrorKind {
     /// The relay refused this reply for good (5xx for the recipient or content, a malformed
     /// address): record it and never retry.
     Permanent,
+    /// The relay refused *us*, not this reply — our sender at MAIL FROM (Microsoft 365's
+    /// `550 5.7.60 … send as this sender`), our login — so every reply would fail alike:
+    /// delivery pauses, the replies stay queued, and it resumes when the refusal clears.
+    Refused,
+    /// The whole reply went out and the relay's answer to its end did not come: the relay may
+    /// have taken it. Not sent again before `retry_after` has passed (the rest of the
+    /// end-of-data limit, RFC 5321 §4.5.3.2.6), so a slow relay does not get copies.
+    Unanswered { retry_after: std::time::Duration },
 }
 
 /// A failed delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{} delivery failure: {message}", match .kind {
-    SendErrorKind::Transient => "temporary",
+    SendErrorKind::Transient | SendErrorKind::Unanswered { .. } => "temporary",
     SendErrorKind::Permanent => "permanent",
+    SendErrorKind::Refused => "mailbox-wide",
 })]
 pub struct SendError {
     pub kind: SendErrorKind,
@@ -94,6 +112,10 @@ pub struct SendError {
 }
 
 impl SendError {
+    pub fn new(kind: SendErrorKind, message: impl Into<String>) -> SendError {
+        SendError { kind, message: message.into() }
+    }
+
     pub fn transient(message: impl Into<String>) -> SendError {
         SendError { kind: SendErrorKind::Transient, message: message.into() }
     }
@@ -102,8 +124,9 @@ impl SendError {
         SendError { kind: SendErrorKind::Permanent, message: message.into() }
     }
 
+    /// Whether the reply stays queued to be tried again (everything but a permanent refusal).
     pub fn is_transient(&self) -> bool {
-        self.kind == SendErrorKind::Transient
+        self.kind != SendErrorKind::Permanent
     }
 }
 

@@ -5,7 +5,7 @@
 //! SQLite and in memory.
 
 use super::gate::Gate;
-use super::{Outbox, OutboxItem, Transport};
+use super::{Outbox, OutboxItem, SendErrorKind, Transport};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const DOWN_AFTER: usize = 3;
 
 /// What one round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryStats {
     /// Accepted by the transport and recorded as sent.
     pub sent: usize,
@@ -32,6 +32,11 @@ pub struct DeliveryStats {
     pub deferred: usize,
     /// Not tried because the gate closed (filing needed the store); still due.
     pub paused: usize,
+    /// Not tried because the relay refused us (our sender, our login), which would fail every
+    /// reply alike; still queued. The one that met the refusal is counted in `retried`.
+    pub held: usize,
+    /// That refusal, when there was one: delivery should pause until it clears.
+    pub refused: Option<String>,
 }
 
 impl DeliveryStats {
@@ -42,6 +47,8 @@ impl DeliveryStats {
         self.failed += other.failed;
         self.deferred += other.deferred;
         self.paused += other.paused;
+        self.held += other.held;
+        self.refused = other.refused.or(self.refused.take());
     }
 }
 
@@ -111,7 +118,9 @@ pub fn deliver_due_gated<O: Outbox + Sync, T: Transport + ?Sized>(
     Ok(total)
 }
 
-/// One worker's share, in order.
+/// One worker's share, in order. Each outcome is recorded at the time it came (the round's
+/// `now` plus the time spent since), so a retry is scheduled from the failure, not from the
+/// start of a round that waited on a slow relay.
 fn deliver<'a, O: Outbox, T: Transport + ?Sized>(
     outbox: &O,
     transport: &T,
@@ -122,6 +131,9 @@ fn deliver<'a, O: Outbox, T: Transport + ?Sized>(
     let mut stats = DeliveryStats::default();
     let mut failing = 0;
     let count = items.len();
+    let started = std::time::Instant::now();
+    // Whole seconds: a round that waited on nothing records its own `now` exactly.
+    let at = || now + TimeDelta::seconds(started.elapsed().as_secs() as i64);
     for (n, item) in items.enumerate() {
         // Held from the send to the store write that records its outcome.
         let Some(_pass) = gate.enter() else {
@@ -136,26 +148,47 @@ fn deliver<'a, O: Outbox, T: Transport + ?Sized>(
             );
             break;
         }
-        match transport.send(item) {
-            Ok(()) => {
-                outbox.mark_sent(item.id, now)?;
-                tracing::info!(id = item.id, message_id = %item.message_id, "reply sent");
-                stats.sent += 1;
-                failing = 0;
-            }
-            Err(e) if e.is_transient() => {
-                let wait = backoff(item.id, item.attempts.saturating_add(1));
-                let retry_at = now + TimeDelta::milliseconds(wait.as_millis() as i64);
-                outbox.mark_failed(item.id, now, &e.message, false, Some(retry_at))?;
-                tracing::warn!(id = item.id, message_id = %item.message_id, %retry_at, error = %e.message, "reply deferred");
-                stats.retried += 1;
-                failing += 1;
-            }
-            Err(e) => {
+        let result = transport.send(item);
+        let now = at();
+        let Err(e) = result else {
+            outbox.mark_sent(item.id, now)?;
+            tracing::info!(id = item.id, message_id = %item.message_id, "reply sent");
+            stats.sent += 1;
+            failing = 0;
+            continue;
+        };
+        let wait = backoff(item.id, item.attempts.saturating_add(1));
+        let later = |wait: Duration| now + TimeDelta::milliseconds(wait.as_millis() as i64);
+        match e.kind {
+            SendErrorKind::Permanent => {
                 outbox.mark_failed(item.id, now, &e.message, true, None)?;
                 tracing::error!(id = item.id, message_id = %item.message_id, error = %e.message, "reply failed permanently");
                 stats.failed += 1;
                 failing = 0;
+            }
+            SendErrorKind::Refused => {
+                // Every reply would meet the same refusal: this one stays queued (not failed),
+                // the rest are not tried, and the caller pauses delivery.
+                let retry_at = later(MIN_BACKOFF);
+                outbox.mark_failed(item.id, now, &e.message, false, Some(retry_at))?;
+                tracing::error!(id = item.id, message_id = %item.message_id, error = %e.message, "the relay refuses our sender or login; replies kept queued");
+                stats.retried += 1;
+                stats.held = count - n - 1;
+                stats.refused = Some(e.message);
+                break;
+            }
+            SendErrorKind::Unanswered { retry_after } => {
+                let retry_at = later(wait.max(retry_after));
+                outbox.mark_failed(item.id, now, &e.message, false, Some(retry_at))?;
+                tracing::warn!(id = item.id, message_id = %item.message_id, %retry_at, error = %e.message, "reply unanswered after its end of data; not sent again before the limit has passed");
+                stats.retried += 1;
+            }
+            SendErrorKind::Transient => {
+                let retry_at = later(wait);
+                outbox.mark_failed(item.id, now, &e.message, false, Some(retry_at))?;
+                tracing::warn!(id = item.id, message_id = %item.message_id, %retry_at, error = %e.message, "reply deferred");
+                stats.retried += 1;
+                failing += 1;
             }
         }
     }
@@ -301,5 +334,45 @@ mod tests {
         assert_eq!(relay.attempts(), DOWN_AFTER);
         let untouched = OutboxState::Queued { retry_at: None, last_error: None };
         assert_eq!(outbox.state(ids[9]), Some(untouched));
+    }
+
+    #[test]
+    fn a_refusal_of_our_sender_keeps_every_reply_queued_and_stops_the_round() {
+        let outbox = MemoryOutbox::new();
+        let ids: Vec<i64> = (0..5)
+            .map(|n| outbox.queue(&format!("r{n}@t"), "f@t.test", &["a@t.test"], b"x"))
+            .collect();
+        let relay = MemoryTransport::new();
+        let why = "550 5.7.60 Client does not have permissions to send as this sender";
+        relay.fail_always(Some(SendError::new(SendErrorKind::Refused, why)));
+        let stats = deliver_due(&outbox, &relay, now(), 100).expect("round");
+        assert_eq!((stats.retried, stats.held, stats.failed), (1, 4, 0), "{stats:?}");
+        assert_eq!(stats.refused.as_deref(), Some(why));
+        assert_eq!(relay.attempts(), 1, "one try, not one per reply");
+        for id in &ids[1..] {
+            let untouched = OutboxState::Queued { retry_at: None, last_error: None };
+            assert_eq!(outbox.state(*id), Some(untouched));
+        }
+        let Some(OutboxState::Queued { retry_at: Some(at), .. }) = outbox.state(ids[0]) else {
+            panic!("{:?}", outbox.state(ids[0]));
+        };
+        assert_eq!(at, now() + TimeDelta::seconds(30), "tried again, not failed");
+    }
+
+    #[test]
+    fn an_unanswered_end_of_data_is_not_due_again_before_the_rest_of_its_limit() {
+        let outbox = MemoryOutbox::new();
+        let id = outbox.queue("r@t", "f@t.test", &["a@t.test"], b"x");
+        let relay = MemoryTransport::new();
+        let left = Duration::from_secs(590);
+        relay.fail_next(SendError::new(
+            SendErrorKind::Unanswered { retry_after: left },
+            "no answer",
+        ));
+        deliver_due(&outbox, &relay, now(), 10).expect("round");
+        let Some(OutboxState::Queued { retry_at: Some(at), .. }) = outbox.state(id) else {
+            panic!("{:?}", outbox.state(id));
+        };
+        assert_eq!(at, now() + TimeDelta::seconds(590));
     }
 }

@@ -11,18 +11,20 @@
 mod conn;
 #[cfg(test)]
 mod pool_tests;
+mod transaction;
 mod xoauth2;
 
 use super::{envelope, OutboxItem, SendError, SendErrorKind, Transport};
-pub use crate::config::Secret;
-use conn::{limit, Conn, Link, Pool, Security};
+pub use crate::config::{Secret, SmtpSteps};
+use crate::shutdown::Shutdown;
+use conn::{Conn, Link, Pool, Security};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::{Category, Code, Severity};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_rustls::rustls::pki_types::ServerName;
 pub use xoauth2::TokenProvider;
@@ -66,8 +68,12 @@ pub struct SmtpSettings {
     pub password: Option<Secret>,
     /// Mechanisms to try, in order; empty means lettre's default (PLAIN, then LOGIN).
     pub auth: Vec<AuthMechanism>,
-    /// For connecting and for each command.
+    /// For connecting, TLS and each command outside a mail transaction.
     pub timeout: Duration,
+    /// For each step of a mail transaction (RFC 5321 §4.5.3.2).
+    pub steps: SmtpSteps,
+    /// The EHLO name; `None`: this host's name when fully qualified, else an address literal.
+    pub helo_name: Option<String>,
     /// PEM certificate(s) of a private CA, trusted besides the system roots.
     pub ca_pem: Option<Vec<u8>>,
     /// Idle connections kept open for the next reply; 0 opens a connection per reply. One
@@ -76,8 +82,8 @@ pub struct SmtpSettings {
 }
 
 impl SmtpSettings {
-    /// Settings for `host` with the usual port for `tls`, no login, a 30 s timeout and a pool
-    /// of 8 connections.
+    /// Settings for `host` with the usual port for `tls`, no login, a 30 s timeout, RFC 5321's
+    /// step limits and a pool of 4 connections.
     pub fn new(host: impl Into<String>, tls: SmtpTls) -> SmtpSettings {
         SmtpSettings {
             host: host.into(),
@@ -87,6 +93,8 @@ impl SmtpSettings {
             password: None,
             auth: Vec::new(),
             timeout: Duration::from_secs(30),
+            steps: SmtpSteps::default(),
+            helo_name: None,
             ca_pem: None,
             // One per parallel sender in the daemon (DELIVERY_WORKERS); idle ones are closed
             // after a minute, before the relay drops them itself (Postfix after 300 s).
@@ -108,6 +116,8 @@ struct Inner {
     pool: Pool,
     /// Two worker threads drive the sockets; each sending thread blocks on its own reply.
     runtime: Runtime,
+    /// Set by the daemon: a send waiting for the relay ends early on shutdown.
+    stop: OnceLock<Shutdown>,
 }
 
 enum Login {
@@ -178,7 +188,8 @@ impl SmtpTransport {
             .map_err(|e| SendError::transient(format!("SMTP relay {relay}: runtime: {e}")))?;
         let pool = Pool::new(settings.pool_size);
         let runtime = Runtime(Some(runtime));
-        Ok(SmtpTransport { inner: Arc::new(Inner { relay, link, login, pool, runtime }) })
+        let stop = OnceLock::new();
+        Ok(SmtpTransport { inner: Arc::new(Inner { relay, link, login, pool, runtime, stop }) })
     }
 
     /// Connects and greets the relay once (logging in if configured), so a wrong host, port,
@@ -205,6 +216,10 @@ impl Transport for SmtpTransport {
         let inner = &self.inner;
         inner.runtime.block_on(inner.send(&envelope, &item.raw))?
     }
+
+    fn watch_shutdown(&self, stop: &Shutdown) {
+        let _ = self.inner.stop.set(stop.clone());
+    }
 }
 
 impl Inner {
@@ -215,7 +230,7 @@ impl Inner {
             Some(conn) => conn,
             None => self.open().await?,
         };
-        limit(self.link.timeout, "send", conn.send(envelope, raw))
+        conn.send(envelope, raw, &self.link.steps, self.stop.get())
             .await
             .map_err(|f| f.into_send_error(&self.relay))?;
         self.pool.put_back(conn);
@@ -311,8 +326,22 @@ fn link(settings: &SmtpSettings) -> Result<Link, SendError> {
         port: settings.port,
         security,
         timeout: settings.timeout,
-        hello: ClientId::default(),
+        steps: settings.steps,
+        hello: settings.helo_name.as_deref().map(client_id),
     })
+}
+
+/// A configured EHLO name: a host name, or an address literal (`[192.0.2.1]`, `[IPv6:…]`).
+fn client_id(name: &str) -> ClientId {
+    let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
+    match literal {
+        Some(ip) => match ip.strip_prefix("IPv6:").unwrap_or(ip).parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => ClientId::Ipv4(v4),
+            Ok(std::net::IpAddr::V6(v6)) => ClientId::Ipv6(v6),
+            Err(_) => ClientId::Domain(name.to_string()),
+        },
+        None => ClientId::Domain(name.to_string()),
+    }
 }
 
 /// The private CA; PEM text without a single certificate in it is refused rather than
@@ -331,22 +360,12 @@ fn mechanism(m: AuthMechanism) -> Mechanism {
     }
 }
 
-fn classify(relay: &str, e: &lettre::transport::smtp::Error) -> SendError {
-    // Only a reply code can blame the message; network, TLS, timeouts, garbled answers and
-    // client-side refusals all leave the reply worth trying again.
-    let kind = match e.status() {
-        Some(code) if e.is_permanent() => code_kind(code),
-        _ => SendErrorKind::Transient,
-    };
-    SendError { kind, message: format!("relay {relay}: {e}") }
-}
-
 /// 4xx is temporary (RFC 5321 §4.2.1). 5xx is permanent, except x3z: 530/534/535/538 are the
-/// relay refusing *us* (authentication or TLS required, RFC 4954 §6), a configuration fault
-/// that must not turn every queued reply into a permanent failure.
+/// relay refusing *us* (authentication or TLS required, RFC 4954 §6), the same for every reply:
+/// delivery pauses rather than turning every queued reply into a permanent failure.
 pub(crate) fn code_kind(code: Code) -> SendErrorKind {
     match (code.severity, code.category) {
-        (Severity::PermanentNegativeCompletion, Category::Unspecified3) => SendErrorKind::Transient,
+        (Severity::PermanentNegativeCompletion, Category::Unspecified3) => SendErrorKind::Refused,
         (Severity::PermanentNegativeCompletion, _) => SendErrorKind::Permanent,
         _ => SendErrorKind::Transient,
     }
@@ -381,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn deferrals_and_authentication_refusals_are_retried() {
+    fn deferrals_are_retried_and_authentication_refusals_pause_delivery() {
         let t = Severity::TransientNegativeCompletion;
         let p = Severity::PermanentNegativeCompletion;
         // 421 closing, 450 mailbox busy, 452 insufficient storage
@@ -394,14 +413,14 @@ mod tests {
             SendErrorKind::Transient
         );
         assert_eq!(code_kind(code(t, Category::MailSystem, Detail::Two)), SendErrorKind::Transient);
-        // 535 bad credentials, 530 authentication required
+        // 535 bad credentials, 530 authentication required: the same for every reply
         assert_eq!(
             code_kind(code(p, Category::Unspecified3, Detail::Five)),
-            SendErrorKind::Transient
+            SendErrorKind::Refused
         );
         assert_eq!(
             code_kind(code(p, Category::Unspecified3, Detail::Zero)),
-            SendErrorKind::Transient
+            SendErrorKind::Refused
         );
     }
 

@@ -29,14 +29,19 @@ fn mailbox(role: &'static str, m: &Mailbox) -> Result<lettre::message::Mailbox, 
     Ok(lettre::message::Mailbox::new(m.name.clone(), address))
 }
 
-/// The original message to carry on a forward or notice. RFC 2046 §5.2.1 lets `message/rfc822`
-/// travel only as 7bit or 8bit, so line ends are made CRLF; an original that still cannot (a NUL,
-/// a line over 998 octets) goes as a base64 `.eml` file instead, which every client opens too.
+/// The original message to carry on a forward or notice, always as `message/rfc822`, so the
+/// team's client opens it as the message it is. Line ends are made CRLF. RFC 2046 §5.2.1 allows
+/// such a part only in 7bit, 8bit or binary; one with a NUL or a line over 998 octets (which no
+/// 7bit or 8bit body may have) is labelled `binary`, the bytes unchanged (see
+/// `attachment_part`).
 pub(crate) fn original_attachment(raw: &[u8]) -> Attachment {
     let data = crlf(raw);
-    let fits = !data.contains(&0) && data.split(|b| *b == b'\n').all(|l| l.len() <= MAX_LINE + 1);
-    let content_type = if fits { "message/rfc822" } else { "application/octet-stream" };
-    Attachment { file_name: "original.eml".into(), content_type: content_type.into(), data }
+    Attachment { file_name: "original.eml".into(), content_type: "message/rfc822".into(), data }
+}
+
+/// Whether `data` (CRLF lines) may travel as 7bit or 8bit: no NUL, no line over 998 octets.
+fn line_safe(data: &[u8]) -> bool {
+    !data.contains(&0) && data.split(|b| *b == b'\n').all(|l| l.len() <= MAX_LINE + 1)
 }
 
 /// Every line end as CRLF (a bare CR or LF included).
@@ -121,8 +126,10 @@ fn attachment_part(a: &Attachment) -> Result<SinglePart, ReplyError> {
         ContentType::parse(&a.content_type).map_err(|e| ReplyError::Build(e.to_string()))?;
     let attachment = lettre::message::Attachment::new(a.file_name.clone());
     if a.content_type.eq_ignore_ascii_case("message/rfc822") {
-        // Checked by `original_attachment`: CRLF lines within limits, no NUL.
-        let encoding = if a.data.is_ascii() {
+        // CRLF lines (`original_attachment`); 7bit or 8bit where they fit, else binary.
+        let encoding = if !line_safe(&a.data) {
+            ContentTransferEncoding::Binary
+        } else if a.data.is_ascii() {
             ContentTransferEncoding::SevenBit
         } else {
             ContentTransferEncoding::EightBit
@@ -130,5 +137,31 @@ fn attachment_part(a: &Attachment) -> Result<SinglePart, ReplyError> {
         Ok(attachment.body(Body::dangerous_pre_encoded(a.data.clone(), encoding), content_type))
     } else {
         Ok(attachment.body(a.data.clone(), content_type))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(raw: &[u8]) -> String {
+        let part = attachment_part(&original_attachment(raw)).expect("part");
+        String::from_utf8_lossy(&part.formatted()).into_owned()
+    }
+
+    #[test]
+    fn the_original_always_travels_as_message_rfc822_with_its_bytes_unchanged() {
+        let plain = part(b"Subject: q\nFrom: a@leeds.nhs.test\n\nHello\n");
+        assert!(plain.contains("Content-Type: message/rfc822"), "{plain}");
+        assert!(plain.contains("Content-Transfer-Encoding: 7bit"), "{plain}");
+        assert!(plain.contains("Subject: q\r\nFrom: a@leeds.nhs.test\r\n\r\nHello\r\n"), "{plain}");
+        // A line over 998 octets (Outlook's HTML can have them) no 7bit or 8bit body may carry:
+        // it goes as binary, still a message the team's client opens, not an .eml file.
+        let long = format!("Subject: q\r\n\r\n{}\r\n", "x".repeat(2000));
+        let shown = part(long.as_bytes());
+        assert!(shown.contains("Content-Type: message/rfc822"), "{shown}");
+        assert!(shown.contains("Content-Transfer-Encoding: binary"), "{shown}");
+        assert!(shown.contains(&long), "the long line arrives whole");
+        assert!(!shown.contains("octet-stream"));
     }
 }

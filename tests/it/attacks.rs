@@ -10,6 +10,7 @@
 use crate::pipeline::support::{at, reply_of, repo, Mail, Settings, ANN, DCT, ON_TIME};
 use crate::pipeline::Harness;
 use iapt_intake::mailbox::{MailSource, Maildir};
+use iapt_intake::outbound::Outbox;
 use iapt_intake::pipeline::{self, Incoming, Processed};
 use iapt_intake::store::{sha256_hex, Store};
 use serde_json::{json, Value};
@@ -184,6 +185,11 @@ fn plus_tags_do_not_multiply_the_per_address_limit() {
         .map(|(_, _, d)| d.replies.iter().filter(|r| r.0 == "limit_notice").count())
         .sum();
     assert_eq!(notices, 1, "the team is told once");
+    // The team judges them genuine: `requeue` releases the kept replies, due at once.
+    let released = h.store.requeue_failed(None, at(ON_TIME), "test").expect("requeue");
+    assert_eq!(released.len(), 10);
+    let due = h.store.due(at(ON_TIME), 100).expect("due");
+    assert!(released.iter().all(|id| due.iter().any(|d| d.id == *id)), "released but not due");
 }
 
 /// An autoresponder that answers every message with a copy of it, without `Auto-Submitted` or

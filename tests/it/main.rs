@@ -13,6 +13,7 @@ mod imap;
 mod mail;
 mod outbound;
 mod pipeline;
+mod production;
 mod smtp;
 mod stack;
 mod store;

@@ -121,7 +121,9 @@ fn maildir_wait_wakes_on_new_mail_and_otherwise_waits_out_the_timeout() {
     assert!(keys(&mut maildir).is_empty());
 
     let quiet = Instant::now();
-    maildir.wait(Duration::from_millis(300)).expect("wait");
+    maildir
+        .wait(Duration::from_millis(300), &iapt_intake::shutdown::Shutdown::default())
+        .expect("wait");
     assert!(quiet.elapsed() >= Duration::from_millis(300), "returned early with no mail");
 
     let root = dir.path().to_path_buf();
@@ -130,7 +132,9 @@ fn maildir_wait_wakes_on_new_mail_and_otherwise_waits_out_the_timeout() {
         Maildir::open(root).and_then(|m| m.deliver(b"new mail")).expect("deliver")
     });
     let started = Instant::now();
-    maildir.wait(Duration::from_secs(20)).expect("wait");
+    maildir
+        .wait(Duration::from_secs(20), &iapt_intake::shutdown::Shutdown::default())
+        .expect("wait");
     assert!(started.elapsed() < Duration::from_secs(10), "wait missed the delivery");
     let key = courier.join().expect("courier thread");
     assert_eq!(keys(&mut maildir), [key]);
@@ -146,7 +150,9 @@ fn maildir_listing_in_the_same_second_as_a_change_is_rechecked_soon() {
     maildir.deliver(b"just arrived").expect("deliver");
     assert_eq!(keys(&mut maildir).len(), 1);
     let started = Instant::now();
-    maildir.wait(Duration::from_secs(30)).expect("wait");
+    maildir
+        .wait(Duration::from_secs(30), &iapt_intake::shutdown::Shutdown::default())
+        .expect("wait");
     assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
 }
 

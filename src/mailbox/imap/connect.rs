@@ -104,6 +104,16 @@ pub async fn open(cfg: &config::Imap, tokens: Option<&TokenSource>) -> Result<Se
     login(client, cfg, tokens).await
 }
 
+/// Checks what can be checked without the server: the TLS server name and the CA file. A
+/// mistake there is the configuration's, reported before anything starts.
+pub fn check(cfg: &config::Imap) -> Result<(), Fault> {
+    if cfg.tls != Tls::None {
+        name(cfg)?;
+        tls_connector(cfg)?;
+    }
+    Ok(())
+}
+
 /// Reads the server greeting, which must come before any command.
 async fn greeted(mut client: Client<Stream>, t: Duration) -> Result<Client<Stream>, Fault> {
     match limit(t, "greeting", client.read_response()).await? {
@@ -137,7 +147,7 @@ async fn login(
                 Err(_) => Err(Fault::Connection(format!("XOAUTH2: no answer within {t:?}"))),
             }
         }
-        _ => Err(Fault::Login(
+        _ => Err(Fault::Setup(
             "auth and credential do not match (plain needs a password, xoauth2 a token command)"
                 .into(),
         )),

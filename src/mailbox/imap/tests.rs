@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{Auth, SecretSource, Tls};
+use crate::shutdown::Shutdown;
 use std::net::TcpListener;
 
 fn config(port: u16, timeout: Duration) -> config::Imap {
@@ -30,21 +31,22 @@ fn keys_round_trip_and_foreign_keys_are_refused() {
 }
 
 #[test]
-fn backoff_doubles_from_one_second_to_a_minute_with_bounded_jitter() {
-    let secs: Vec<f64> = (1..=9).map(|n| backoff(n).as_secs_f64()).collect();
+fn backoff_doubles_from_one_second_to_a_minute_and_never_leaves_that_range() {
+    let secs: Vec<f64> = (1..=12).map(|n| backoff(n).as_secs_f64()).collect();
     for (n, s) in secs.iter().enumerate() {
         let base = (1u64 << n.min(6)).min(60) as f64;
-        assert!(*s >= base && *s < base * 1.2, "attempt {}: {s}", n + 1);
+        assert!(*s <= base && *s >= (base * 0.8).max(1.0), "attempt {}: {s}", n + 1);
+        assert!((1.0..=60.0).contains(s), "attempt {}: {s} outside 1–60 s", n + 1);
     }
-    assert!(secs[8] < 72.0, "capped near a minute: {}", secs[8]);
+    assert!(secs[11] > 47.0, "a minute, less at most a fifth: {}", secs[11]);
 }
 
 #[test]
-fn folder_names_are_quoted_and_unsafe_ones_refused() {
-    assert_eq!(ops::quote("Processed").expect("plain"), "\"Processed\"");
-    assert_eq!(ops::quote("a\"b\\c").expect("escaped"), "\"a\\\"b\\\\c\"");
-    assert!(ops::quote("").is_err());
-    assert!(ops::quote("new\r\nline").is_err());
+fn folder_names_are_quoted_as_imap_strings_after_their_utf7_encoding() {
+    assert_eq!(answer::quoted("Processed"), "\"Processed\"");
+    assert_eq!(answer::quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    assert_eq!(answer::quoted(&utf7::encode("Verarbeitet")), "\"Verarbeitet\"");
+    assert_eq!(answer::quoted(&utf7::encode("Rückläufer")), "\"R&APw-ckl&AOQ-ufer\"");
 }
 
 #[test]
@@ -70,18 +72,32 @@ fn after_a_failed_connect_the_next_attempt_waits_for_the_backoff() {
     assert!(first.is_transient());
     let started = Instant::now();
     let second = source.pending().expect_err("backing off");
-    assert!(second.to_string().contains("next attempt"), "{second}");
+    assert!(matches!(second, SourceError::Backoff { .. }), "{second}");
     assert!(started.elapsed() < Duration::from_millis(100), "no new connection is tried");
     // `wait` sleeps out (part of) the backoff instead of spinning.
     let started = Instant::now();
-    source.wait(Duration::from_millis(300)).expect("wait");
+    source.wait(Duration::from_millis(300), &Shutdown::default()).expect("wait");
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
 #[test]
-fn a_refused_login_is_not_transient_but_a_dropped_connection_is() {
-    let refused: SourceError = Fault::Refused("LOGIN refused".into()).into();
-    assert!(!refused.is_transient());
+fn only_a_configuration_that_cannot_work_is_not_retried() {
+    // Microsoft 365 refuses logins during its own incidents: a refusal is retried with backoff.
+    let refused: SourceError = Fault::Refused("AUTHENTICATE failed.".into()).into();
+    assert!(refused.is_transient());
     let dropped: SourceError = Fault::Connection("reset".into()).into();
     assert!(dropped.is_transient());
+    let move_refused: SourceError = Fault::Command("UID MOVE refused: over quota".into()).into();
+    assert!(move_refused.is_transient());
+    let setup: SourceError = Fault::Setup("imap.ca_file: not PEM".into()).into();
+    assert!(!setup.is_transient());
+}
+
+#[test]
+fn a_ca_file_that_cannot_be_read_is_the_configurations_fault_found_before_connecting() {
+    let mut cfg = config(1, Duration::from_secs(1));
+    cfg.tls = Tls::Implicit;
+    cfg.ca_file = Some("/nonexistent/iapt-ca.pem".into());
+    let err = ImapSource::new(&cfg).expect_err("unreadable CA");
+    assert!(!err.is_transient() && err.to_string().contains("imap.ca_file"), "{err}");
 }

@@ -2,22 +2,16 @@
 //! a message's body and its closing `.` line as two writes, and without NODELAY the second one
 //! waits for the relay's delayed ACK of the first (about 40 ms per reply).
 //!
-//! A reply goes out in one round trip where the relay allows it: MAIL, RCPT and the message
-//! itself in one write (PIPELINING, RFC 2920, with CHUNKING's `BDAT … LAST`, RFC 3030), then the
-//! answers read in order. lettre sends each command and waits for its answer, four round trips
-//! per reply, each waking the relay and us.
-//!
-//! Owns the socket, TLS (implicit, or STARTTLS through lettre), the greeting, what the relay
-//! offers, the login, sending one message and the pool of idle connections. Must not decide retries (`classify` in the parent does) or fetch
-//! tokens (`xoauth2` does).
+//! Owns the socket, TLS (implicit, or STARTTLS through lettre), the greeting and the EHLO name,
+//! what the relay offers, the login, what a failed step means for the reply, and the pool of
+//! idle connections. Sending one message is `transaction`'s; fetching tokens `xoauth2`'s.
 
 use super::SendError;
-use lettre::address::Envelope;
+use crate::config::SmtpSteps;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::commands::{Ehlo, Mail, Rcpt};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::transport::smtp::response::Response;
+use lettre::transport::smtp::commands::Ehlo;
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::Error as SmtpError;
 use std::future::Future;
 use std::io;
@@ -41,44 +35,113 @@ const CHECK_AFTER: Duration = Duration::from_secs(5);
 /// QUIT is a courtesy: never wait long for the relay to answer it.
 const QUIT_LIMIT: Duration = Duration::from_secs(2);
 
-/// Why a step with the relay failed.
-#[derive(Debug)]
-pub(super) enum Failure {
-    /// The relay answered with an error, or lettre refused on our side.
-    Smtp(&'static str, SmtpError),
-    /// The relay refused the login: the only failure a fresh token may cure.
-    Login(SmtpError),
-    /// No connection, no TLS, or no answer in time: always worth trying again.
-    Link(String),
+/// A step of the conversation with the relay, named in errors and deciding what a refusal
+/// means (see `into_send_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    Connect,
+    Tls,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    DataEnd,
 }
 
-impl Failure {
-    pub(super) fn into_send_error(self, relay: &str) -> SendError {
+impl Step {
+    fn name(self) -> &'static str {
         match self {
-            Failure::Smtp(what, e) => {
-                let mut err = super::classify(relay, &e);
-                err.message = format!("relay {relay}: {what}: {e}");
-                err
-            }
-            Failure::Login(e) => super::classify(relay, &e),
-            Failure::Link(why) => SendError::transient(format!("relay {relay}: {why}")),
+            Step::Connect => "connect",
+            Step::Tls => "TLS handshake",
+            Step::Greeting => "greeting",
+            Step::Ehlo => "EHLO",
+            Step::StartTls => "STARTTLS",
+            Step::Auth => "AUTH",
+            Step::Mail => "MAIL FROM",
+            Step::Rcpt => "RCPT TO",
+            Step::Data => "DATA",
+            Step::DataEnd => "end of data",
         }
     }
 }
 
-/// Runs `fut` under `limit`, naming `what` in the failure.
+/// Why a step with the relay failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The relay answered with an error, or lettre refused on our side.
+    Smtp(Step, SmtpError),
+    /// The relay refused the login: the only failure a fresh token may cure.
+    Login(SmtpError),
+    /// No connection, no TLS, or no answer in time, before the whole message was sent: always
+    /// worth trying again.
+    Link(String),
+    /// The whole message was sent and the relay's answer to its end did not come (the limit
+    /// ran out, the connection dropped, the daemon is stopping): the relay may have taken it.
+    /// `left` is what remained of the end-of-data limit.
+    Unanswered { why: String, left: Duration },
+    /// The relay cannot take this reply as it is: larger than its SIZE (RFC 1870), or needing
+    /// an extension it does not offer.
+    Unsendable(String),
+}
+
+impl Failure {
+    /// What the failure means for the reply. A refusal that blames our sender or our login —
+    /// MAIL FROM refused (Microsoft 365's `550 5.7.60 … send as this sender`), AUTH refused, or
+    /// any 530/534/535/538 (authentication or TLS required, RFC 4954 §6) — is the same for
+    /// every reply: delivery pauses and the replies stay queued. A 5xx for a recipient or the
+    /// content is this reply's own and final; 4xx and trouble on the line are retried.
+    pub(super) fn into_send_error(self, relay: &str) -> SendError {
+        use super::SendErrorKind as Kind;
+        match self {
+            Failure::Smtp(step, e) => {
+                let kind = match e.status() {
+                    None => Kind::Transient,
+                    Some(_) if !e.is_permanent() => Kind::Transient,
+                    Some(code) => match (super::code_kind(code), step) {
+                        (Kind::Refused, _) => Kind::Refused,
+                        (_, Step::Mail) if u16::from(code) == 552 => Kind::Permanent,
+                        (_, Step::Mail | Step::Auth | Step::Greeting | Step::Ehlo) => Kind::Refused,
+                        (_, Step::StartTls) => Kind::Refused,
+                        _ => Kind::Permanent,
+                    },
+                };
+                SendError::new(kind, format!("relay {relay}: {}: {e}", step.name()))
+            }
+            Failure::Login(e) => {
+                let kind = if e.is_transient() { Kind::Transient } else { Kind::Refused };
+                SendError::new(kind, format!("relay {relay}: AUTH: {e}"))
+            }
+            Failure::Link(why) => SendError::transient(format!("relay {relay}: {why}")),
+            Failure::Unanswered { why, left } => SendError::new(
+                Kind::Unanswered { retry_after: left },
+                format!("relay {relay}: {why}; the relay may have taken the reply, so it is not sent again before the end-of-data limit has passed"),
+            ),
+            Failure::Unsendable(why) => SendError::permanent(format!("relay {relay}: {why}")),
+        }
+    }
+}
+
+/// Runs `fut` under `limit`, naming `step` in the failure.
 pub(super) async fn limit<T, E: Into<Fault>>(
     limit: Duration,
-    what: &'static str,
+    step: Step,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, Failure> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(match e.into() {
-            Fault::Io(e) => Failure::Link(format!("{what}: {e}")),
-            Fault::Smtp(e) => Failure::Smtp(what, e),
+            Fault::Io(e) => Failure::Link(format!("{}: {e}", step.name())),
+            Fault::Smtp(e) if e.status().is_none() && !e.is_client() => {
+                // A dropped connection or a garbled answer: lettre's network and response
+                // errors carry no code.
+                Failure::Link(format!("{}: {e}", step.name()))
+            }
+            Fault::Smtp(e) => Failure::Smtp(step, e),
         }),
-        Err(_) => Err(Failure::Link(format!("{what}: no answer within {limit:?}"))),
+        Err(_) => Err(Failure::Link(format!("{}: no answer within {limit:?}", step.name()))),
     }
 }
 
@@ -114,32 +177,63 @@ pub(super) struct Link {
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) security: Security,
+    /// Connecting, TLS, and each command outside a mail transaction.
     pub(super) timeout: Duration,
-    pub(super) hello: ClientId,
+    /// Each step of a mail transaction.
+    pub(super) steps: SmtpSteps,
+    /// The configured EHLO name; `None`: see [`hello_name`].
+    pub(super) hello: Option<ClientId>,
+}
+
+/// The name to give in EHLO on a connection from `local`: this host's name when it is fully
+/// qualified, else the address literal of our end of the connection (RFC 5321 §4.1.4: "an
+/// address literal SHOULD be substituted" when there is no obvious name). A bare `vm` is what
+/// some relays refuse.
+pub(super) fn hello_name(host_name: Option<&str>, local: Option<SocketAddr>) -> ClientId {
+    match (host_name.map(str::trim), local) {
+        (Some(h), _) if h.contains('.') && !h.ends_with('.') => ClientId::Domain(h.to_string()),
+        (_, Some(SocketAddr::V4(a))) => ClientId::Ipv4(*a.ip()),
+        (_, Some(SocketAddr::V6(a))) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => ClientId::Ipv4(v4),
+            None => ClientId::Ipv6(*a.ip()),
+        },
+        (Some(h), None) if !h.is_empty() => ClientId::Domain(h.to_string()),
+        _ => ClientId::Ipv4(std::net::Ipv4Addr::LOCALHOST),
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())
 }
 
 impl Link {
     /// A greeted connection (EHLO done, TLS in place), not yet logged in.
     pub(super) async fn connect(&self) -> Result<Conn, Failure> {
         let t = self.timeout;
-        let tcp = limit(t, "connect", TcpStream::connect((self.host.as_str(), self.port))).await?;
+        let tcp =
+            limit(t, Step::Connect, TcpStream::connect((self.host.as_str(), self.port))).await?;
         // The point of opening the socket ourselves: see the module comment.
         let _ = tcp.set_nodelay(true);
+        let hello = match &self.hello {
+            Some(name) => name.clone(),
+            None => hello_name(host_name().as_deref(), tcp.local_addr().ok()),
+        };
         let stream: Box<dyn AsyncTokioStream> = match &self.security {
             Security::Implicit(connector, name) => {
-                let tls = limit(t, "TLS handshake", connector.connect(name.clone(), tcp)).await?;
+                let tls = limit(t, Step::Tls, connector.connect(name.clone(), tcp)).await?;
                 Box::new(TlsTcp(Box::new(tls)))
             }
             Security::None | Security::StartTls(_) => Box::new(tcp),
         };
-        let greeting = AsyncSmtpConnection::connect_with_transport(stream, &self.hello);
-        let mut conn = limit(t, "greeting", greeting).await?;
+        // lettre reads the 220 greeting and says EHLO in one go.
+        let greeting = AsyncSmtpConnection::connect_with_transport(stream, &hello);
+        let mut conn = limit(self.steps.greeting + t, Step::Greeting, greeting).await?;
         if let Security::StartTls(params) = &self.security {
-            limit(t, "STARTTLS", conn.starttls(params.clone(), &self.hello)).await?;
+            limit(t, Step::StartTls, conn.starttls(params.clone(), &hello)).await?;
         }
         // lettre keeps only the extensions it uses itself, so ask again for the rest. A relay
         // that refuses a second EHLO is simply sent to one command at a time.
-        let offers = match limit(t, "EHLO", conn.command(Ehlo::new(self.hello.clone()))).await {
+        let offers = match limit(t, Step::Ehlo, conn.command(Ehlo::new(hello.clone()))).await {
             Ok(answer) => Offers::from_ehlo(answer.message()),
             Err(Failure::Smtp(..)) => Offers::default(),
             Err(other) => return Err(other),
@@ -154,7 +248,7 @@ impl Link {
     ) -> Result<Conn, Failure> {
         let mut conn = self.connect().await?;
         if let Some((mechanisms, credentials)) = login {
-            match limit(self.timeout, "AUTH", conn.smtp.auth(mechanisms, credentials)).await {
+            match limit(self.timeout, Step::Auth, conn.smtp.auth(mechanisms, credentials)).await {
                 Ok(_) => {}
                 Err(Failure::Smtp(_, e)) => return Err(Failure::Login(e)),
                 Err(other) => return Err(other),
@@ -164,11 +258,14 @@ impl Link {
     }
 }
 
-/// The extensions lettre does not track that make a reply one round trip.
+/// The extensions lettre does not track that shape how a reply is sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Offers {
     pub(super) pipelining: bool,
     pub(super) chunking: bool,
+    /// SIZE (RFC 1870), with the relay's limit when it gave one (0: none).
+    pub(super) size: Option<u64>,
+    pub(super) binary: bool,
 }
 
 impl Offers {
@@ -177,11 +274,16 @@ impl Offers {
     pub(super) fn from_ehlo<'a>(lines: impl Iterator<Item = &'a str>) -> Offers {
         let mut offers = Offers::default();
         for line in lines.skip(1) {
-            let keyword = line.split_whitespace().next().unwrap_or_default();
+            let mut words = line.split_whitespace();
+            let keyword = words.next().unwrap_or_default();
             if keyword.eq_ignore_ascii_case("PIPELINING") {
                 offers.pipelining = true;
             } else if keyword.eq_ignore_ascii_case("CHUNKING") {
                 offers.chunking = true;
+            } else if keyword.eq_ignore_ascii_case("BINARYMIME") {
+                offers.binary = true;
+            } else if keyword.eq_ignore_ascii_case("SIZE") {
+                offers.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0));
             }
         }
         offers
@@ -195,58 +297,6 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// Sends `raw` (the whole message, ending in CRLF) to the envelope's recipients and returns
-    /// the relay's final answer. Any `Err` leaves answers unread: drop the connection.
-    ///
-    /// With PIPELINING and CHUNKING the commands and the message go in one write, as
-    /// `BDAT <size> LAST` followed by exactly the stored bytes (no dot-stuffing needed). With
-    /// PIPELINING alone the commands go together and the message follows DATA's 354. Otherwise,
-    /// and for what only lettre checks (SMTPUTF8 addresses, 8-bit text to a relay without
-    /// 8BITMIME), lettre sends it one command at a time.
-    pub(super) async fn send(
-        &mut self,
-        envelope: &Envelope,
-        raw: &[u8],
-    ) -> Result<Response, SmtpError> {
-        let info = self.smtp.server_info();
-        let eight_bit = !raw.is_ascii();
-        let plain = !self.offers.pipelining
-            || !envelope_is_ascii(envelope)
-            || (eight_bit && !info.supports_feature(Extension::EightBitMime));
-        // lettre appends CRLF "." CRLF to what it is given, so the final CRLF is left to it.
-        let for_data = raw.strip_suffix(b"\r\n").unwrap_or(raw);
-        if plain {
-            return self.smtp.send(envelope, for_data).await;
-        }
-        let body = if eight_bit {
-            vec![MailParameter::Body(MailBodyParameter::EightBitMime)]
-        } else {
-            Vec::new()
-        };
-        let mut commands = Mail::new(envelope.from().cloned(), body).to_string();
-        for to in envelope.to() {
-            commands.push_str(&Rcpt::new(to.clone(), Vec::new()).to_string());
-        }
-        let text = std::str::from_utf8(raw).ok().filter(|_| self.offers.chunking);
-        match text {
-            Some(text) => {
-                commands.push_str(&format!("BDAT {} LAST\r\n", raw.len()));
-                commands.push_str(text);
-            }
-            None => commands.push_str("DATA\r\n"),
-        }
-        // One write; the first answer (MAIL's) comes back from `command`, the others follow.
-        self.smtp.command(commands).await?;
-        for _ in envelope.to() {
-            self.smtp.read_response().await?;
-        }
-        let answer = self.smtp.read_response().await?; // BDAT's 250, or DATA's 354
-        match text {
-            Some(_) => Ok(answer),
-            None => self.smtp.message(for_data).await,
-        }
-    }
-
     pub(super) fn has_broken(&self) -> bool {
         self.smtp.has_broken()
     }
@@ -255,15 +305,6 @@ impl Conn {
     pub(super) async fn test_connected(&mut self) -> bool {
         self.smtp.test_connected().await
     }
-}
-
-/// No address of the envelope needs SMTPUTF8.
-fn envelope_is_ascii(envelope: &Envelope) -> bool {
-    envelope
-        .from()
-        .into_iter()
-        .chain(envelope.to())
-        .all(|a: &lettre::Address| AsRef::<str>::as_ref(a).is_ascii())
 }
 
 /// Ends a connection politely, in the background so no reply waits for it. Needs to run
@@ -394,5 +435,31 @@ impl AsyncWrite for TlsTcp {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self.get_mut().0.as_mut()).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ehlo_gives_a_fully_qualified_name_or_the_address_literal_of_our_end() {
+        let v4: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        let v6: SocketAddr = "[2001:db8::7]:40000".parse().expect("addr");
+        let shown = |h: Option<&str>, a: Option<SocketAddr>| hello_name(h, a).to_string();
+        assert_eq!(shown(Some("intake.example.nhs.uk"), Some(v4)), "intake.example.nhs.uk");
+        assert_eq!(shown(Some("vm"), Some(v4)), "[192.0.2.7]");
+        assert_eq!(shown(Some("vm"), Some(v6)), "[IPv6:2001:db8::7]");
+        assert_eq!(shown(None, Some(v4)), "[192.0.2.7]");
+    }
+
+    #[test]
+    fn size_and_the_one_round_trip_extensions_are_read_from_ehlo() {
+        let lines = ["relay.test", "PIPELINING", "SIZE 36700160", "CHUNKING", "BINARYMIME"];
+        let offers = Offers::from_ehlo(lines.into_iter());
+        assert!(offers.pipelining && offers.chunking && offers.binary);
+        assert_eq!(offers.size, Some(36_700_160));
+        assert_eq!(Offers::from_ehlo(["r", "SIZE"].into_iter()).size, Some(0), "no limit given");
+        assert_eq!(Offers::from_ehlo(["r", "8BITMIME"].into_iter()).size, None);
     }
 }

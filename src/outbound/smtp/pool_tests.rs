@@ -105,6 +105,7 @@ fn transport(port: u16, pool_size: u32) -> SmtpTransport {
     settings.port = port;
     settings.pool_size = pool_size;
     settings.timeout = Duration::from_millis(500);
+    settings.steps.greeting = Duration::from_millis(500);
     SmtpTransport::new(&settings).expect("transport")
 }
 

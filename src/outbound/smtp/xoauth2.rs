@@ -6,7 +6,7 @@
 //! `oauth2_token_command` source, shared with IMAP).
 
 use super::conn::{Conn, Failure, Link};
-use super::{classify, SendError};
+use super::SendError;
 use crate::config::Secret;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::Error as SmtpError;
@@ -38,15 +38,18 @@ impl TokenLogin {
         match self.try_open(link, relay).await? {
             Ok(conn) => return Ok(conn),
             Err(e) => {
-                tracing::info!(relay, error = %e, "relay refused the XOAUTH2 token; trying a fresh one");
+                let why = refusal(&e);
+                tracing::info!(
+                    relay,
+                    "relay refused the XOAUTH2 token ({why}); trying a fresh one"
+                );
                 self.tokens.invalidate();
             }
         }
         self.try_open(link, relay).await?.map_err(|e| {
-            let mut err = classify(relay, &e);
-            // lettre's words for a refusal by challenge ("does not expect a challenge")
-            // would send whoever reads `status` looking in the wrong place.
-            err.message = format!("relay {relay} refused a fresh XOAUTH2 token too: {e}");
+            let why = refusal(&e);
+            let mut err = Failure::Login(e).into_send_error(relay);
+            err.message = format!("relay {relay} refused a fresh XOAUTH2 token too ({why})");
             err
         })
     }
@@ -67,6 +70,18 @@ impl TokenLogin {
             Ok(conn) => Ok(Ok(conn)),
             Err(Failure::Login(e)) if token_refused(&e) => Ok(Err(e)),
             Err(f) => Err(f.into_send_error(relay)),
+        }
+    }
+}
+
+/// The refusal in words that point the right way. A relay refusing by challenge (RFC 7628
+/// §3.2.2) reaches us as lettre's own "This mechanism does not expect a challenge", which would
+/// send whoever reads the log looking at the client.
+fn refusal(e: &SmtpError) -> String {
+    match e.status() {
+        Some(_) => e.to_string(),
+        None => {
+            "the token was not accepted: the relay answered AUTH with an error challenge".into()
         }
     }
 }
@@ -136,6 +151,20 @@ mod tests {
             raw: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
             attempts: 0,
         }
+    }
+
+    #[test]
+    fn a_refusal_by_error_challenge_is_told_as_the_token_refused_not_as_our_fault() {
+        // What lettre returns when the relay answers AUTH XOAUTH2 with an error challenge.
+        let credentials = Credentials::new("u".into(), "t".into());
+        let e = Mechanism::Xoauth2
+            .response(&credentials, Some("eyJzdGF0dXMiOiI0MDEifQ=="))
+            .expect_err("a challenge");
+        assert!(e.to_string().contains("does not expect a challenge"), "{e}");
+        let told = refusal(&e);
+        assert!(!told.contains("does not expect"), "{told}");
+        assert!(told.contains("token was not accepted"), "{told}");
+        assert!(token_refused(&e), "a fresh token is tried");
     }
 
     #[test]

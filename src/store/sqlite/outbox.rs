@@ -107,3 +107,46 @@ fn already_sent_or_unknown(tx: &rusqlite::Connection, id: i64) -> Result<(), Sto
         Err(StoreError::UnknownReply(id))
     }
 }
+
+impl SqliteStore {
+    /// Puts replies that failed for good back in the queue, due at `at`: those with the outbox
+    /// ids `ids`, or every one when `ids` is `None` (`iapt-intake requeue`). A reply that was
+    /// sent (a bounce) stays as it is. Each requeued reply gets an audit line saying `by`.
+    /// Returns the ids put back, in order.
+    pub fn requeue_failed(
+        &self,
+        ids: Option<&[i64]>,
+        at: DateTime<Utc>,
+        by: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut conn = self.delivery()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        // Failed for good, or kept at a limit of SPEC §4b: the team decides either way.
+        let failed: Vec<(i64, i64, String, Option<String>)> = tx
+            .prepare(
+                "SELECT id, message, message_id, COALESCE(last_error, 'kept at ' || held_reason)
+                 FROM main.outbox
+                 WHERE (failed_permanently = 1 OR held_reason IS NOT NULL)
+                   AND sent_at IS NULL AND bounced_at IS NULL
+                 ORDER BY id",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut requeued = Vec::new();
+        for (id, message, message_id, error) in failed {
+            if ids.is_some_and(|ids| !ids.contains(&id)) {
+                continue;
+            }
+            tx.prepare_cached(
+                "UPDATE main.outbox SET failed_permanently = 0, held_reason = NULL,
+                     next_attempt_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, ts(at)])?;
+            let detail = json!({"message_id": message_id, "previous_error": error, "by": by});
+            audit(&tx, at, Some(message), "reply_requeued", &detail)?;
+            requeued.push(id);
+        }
+        tx.commit()?;
+        Ok(requeued)
+    }
+}

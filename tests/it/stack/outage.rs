@@ -22,7 +22,7 @@ fn the_daemon_reconnects_after_dovecot_restarts_and_answers_each_return_once() {
     let it = Intake::start("stack-dovecot");
     let daemon = it.spawn(NOW);
     let limit = Duration::from_secs(30);
-    it.wait_for_log("iapt-intake running"); // connected: the latency below is the daemon's own
+    it.wait_for_log("IMAP connected"); // the latency below is the daemon's own
 
     let sent = Instant::now();
     it.send("LEEDS", &leeds_return(&it, "first@leeds.nhs.test", 900.0));
@@ -134,7 +134,7 @@ fn with_postfix_down_the_reply_waits_in_the_outbox_and_goes_out_once_it_is_back(
 fn a_return_arriving_after_the_reconnect_is_seen_by_the_new_session() {
     let it = Intake::start("stack-late");
     let daemon = it.spawn(NOW);
-    it.wait_for_log("iapt-intake running");
+    it.wait_for_log("IMAP connected");
     it.stack.stop_part(Part::Dovecot).expect("stop dovecot");
     assert!(it.stack.end_imap_sessions() >= 1, "the daemon had an IMAP session");
     it.stack.restart().expect("start dovecot again");

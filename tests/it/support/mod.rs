@@ -6,6 +6,8 @@
 //! Owns test scaffolding only: it never decides what a correct answer is.
 
 pub mod daemon;
+pub mod fake_imap;
+pub mod fake_smtp;
 pub mod mail;
 pub mod stack_config;
 pub mod workbook;
