@@ -99,11 +99,14 @@ fn write_config(dir: &Path, intake: &Intake<'_>, out: &Out<'_>, poll: &str) -> P
             )
         }
     };
+    // The scripted servers' mail carries no evidence of its sender: these tests are about the
+    // transport, and verification has tests of its own (`auth`, `attacks`).
     let text = format!(
         "[intake]\n{intake}\n[store]\npath = \"{d}/intake.db\"\nblobs = \"{d}/blobs\"\n\n\
          [collection]\ndefinitions = \"{r}/config/collections\"\n\
          organisations = \"{r}/config/organisations.csv\"\n\n\
          [routing]\ndata_collection_team = \"{DCT}\"\ncontent_team = \"content@example.nhs.test\"\n\n\
+         [auth]\nrequire = \"none\"\n\n\
          [outbound]\nfrom = \"{US}\"\nfrom_name = \"IAPT KPI Returns\"\n\
          templates = \"{r}/config/replies\"\n{out}",
         d = dir.display(),
