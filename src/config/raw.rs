@@ -106,5 +106,6 @@ pub struct RawLimits {
     pub attachment_bytes: Option<u64>,
     pub unpacked_bytes: Option<u64>,
     pub cells_per_sheet: Option<u64>,
+    pub text_bytes: Option<u64>,
     pub attachment_timeout: Option<String>,
 }

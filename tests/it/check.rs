@@ -28,7 +28,9 @@ fn config() -> String {
 fn fixture_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures())
         .expect("fixtures directory")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| e.expect("dir entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .filter(|n| {
             ![".expected.json", ".actual.json", ".args", ".py"].iter().any(|s| n.ends_with(s))

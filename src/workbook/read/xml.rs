@@ -95,10 +95,6 @@ impl<R: Read> TokenCap<R> {
     pub fn new(inner: R) -> Self {
         TokenCap { inner, run: 0 }
     }
-
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
 }
 
 impl<R: Read> Read for TokenCap<R> {
@@ -122,17 +118,19 @@ impl<R: Read> Read for TokenCap<R> {
     }
 }
 
-/// Maps a parse error: the cap of a [`zipped::Capped`] reader → `TooLarge`, anything else →
-/// `Corrupt` naming the part.
+/// Maps a parse error: the cap of a [`zipped::Capped`] reader or of [`TokenCap`] → `TooLarge`,
+/// anything else → `Corrupt` naming the part.
 pub fn error(e: &quick_xml::Error, part: &str, limit: u64) -> ReadError {
     if let quick_xml::Error::Io(io) = e {
         if zipped::is_over_limit(io) {
             return zipped::io_error(io, limit);
         }
         if io.get_ref().is_some_and(|inner| inner.is::<TokenTooLong>()) {
-            return ReadError::Corrupt(format!(
-                "{part} holds one piece of text or markup longer than {MAX_TOKEN} bytes"
-            ));
+            return ReadError::TooLarge {
+                what: format!("one piece of text or markup in {part}"),
+                actual: MAX_TOKEN as u64 + 1,
+                limit: MAX_TOKEN as u64,
+            };
         }
     }
     ReadError::Corrupt(format!("{part} is not well-formed XML: {e}"))
