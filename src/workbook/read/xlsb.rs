@@ -104,7 +104,7 @@ fn wide_string(b: &[u8], at: usize) -> Option<(String, usize)> {
     Some((String::from_utf16_lossy(&units), end))
 }
 
-/// Runs `f` over the records of one part.
+/// Runs `f` over the records of one part that `wanted` picks.
 fn each_record(
     zip: &mut Archive<'_>,
     part: &str,
@@ -122,7 +122,9 @@ fn each_record(
     };
     while let Some(kind) = records.next(&wanted)? {
         budget.tick()?;
-        f(kind, &records.data, budget)?;
+        if wanted(kind) {
+            f(kind, &records.data, budget)?;
+        }
     }
     drop(records);
     budget.charge_unpacked(stream.seen());
