@@ -1,12 +1,15 @@
 //! The workbook reader end to end on committed files: every hostile file in
 //! `tests/fixtures/workbooks/hostile/` ends in the right `ReadError` (and words an analyst can
 //! act on), and the good returns read to the cells, sheets and merges they hold. The fixtures
-//! are written by `tests/fixtures/workbooks/make-hostile.py`.
+//! are written by `tests/fixtures/workbooks/make-hostile.py` and `make-bombs.py` there.
 
 use std::path::PathBuf;
 
+use std::io::Read;
+use std::time::{Duration, Instant};
+
 use iapt_intake::workbook::grid::{Cell, CellRef, Format, Limits, ReadError, Workbook};
-use iapt_intake::workbook::read::read;
+use iapt_intake::workbook::read::{read, read_until, Cancel};
 
 fn fixture(rel: &str) -> Vec<u8> {
     let path: PathBuf =
@@ -165,6 +168,84 @@ fn ods_repeated_value_bomb_stops_at_the_cell_limit_as_its_copies_are_counted() {
     let (what, actual, limit) = too_large("hostile/ods-repeat-bomb.ods");
     assert!(what.contains("number of cells in sheet 'Return'"), "{what}");
     assert_eq!((actual, limit), (limit + 1, Limits::default().cells_per_sheet));
+}
+
+#[test]
+fn a_shared_string_used_by_12000_cells_stops_at_the_text_limit() {
+    // 1 MB used 12,000 times: 12 GB if every use were copied. The file is 27 KB.
+    let (what, actual, limit) = too_large("hostile/sst-bomb.xlsx");
+    assert!(what.contains("every use of a shared string"), "{what}");
+    assert_eq!(limit, Limits::default().text_bytes);
+    assert!(actual > limit);
+}
+
+#[test]
+fn inline_text_bomb_stops_at_the_text_limit() {
+    let (what, actual, limit) = too_large("hostile/inline-bomb.xlsx");
+    assert!(what.contains("text in the workbook"), "{what}");
+    assert_eq!(limit, Limits::default().text_bytes);
+    assert!(actual > limit);
+}
+
+/// A file of `hostile/raw-bombs.zip`, kept zipped because it does not compress itself.
+fn raw_bomb(name: &str) -> Vec<u8> {
+    let zipped = fixture("hostile/raw-bombs.zip");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zipped)).expect("zip");
+    let mut out = Vec::new();
+    zip.by_name(name).expect("entry").read_to_end(&mut out).expect("unzip");
+    out
+}
+
+#[test]
+fn real_cell_bombs_in_every_format_stop_at_the_cell_limit() {
+    let limit = Limits::default().cells_per_sheet;
+    let files = [
+        ("cells-bomb.xlsb", fixture("hostile/cells-bomb.xlsb")),
+        ("cells-bomb.ods", fixture("hostile/cells-bomb.ods")),
+        ("cells-bomb.xls", raw_bomb("cells-bomb.xls")),
+        ("cells-bomb.csv", raw_bomb("cells-bomb.csv")),
+    ];
+    for (name, bytes) in files {
+        match read(&bytes, name, &Limits::default()) {
+            Err(ReadError::TooLarge { what, actual, limit: l }) => {
+                assert!(what.contains("number of cells in sheet 'Return'"), "{name}: {what}");
+                assert_eq!((actual, l), (limit + 1, limit), "{name}");
+            }
+            other => panic!("{name}: expected TooLarge, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn xor_obfuscated_xls_is_named_a_password_not_a_size() {
+    let err = read_fixture("hostile/xor-obfuscated.xls").expect_err("a password");
+    assert_eq!(err, ReadError::Encrypted);
+    assert!(err.to_string().contains("save it without a password"), "{err}");
+}
+
+#[test]
+fn excel_4_file_is_named_with_what_to_do() {
+    let m = unsupported("hostile/excel4.xls");
+    assert!(m.contains("Excel 4.0") && m.contains("BIFF4"), "{m}");
+    assert!(m.contains("save it as .xlsx"), "{m}");
+}
+
+#[test]
+fn a_read_stopped_at_its_time_limit_ends_at_once() {
+    // 900,000 cells: under every limit, so only the stop can end the read early.
+    let csv = "1,".repeat(899).to_string() + "1\n";
+    let bytes = csv.repeat(1_000).into_bytes();
+    let cancel = Cancel::new();
+    let reader = {
+        let cancel = cancel.clone();
+        std::thread::spawn(move || read_until(&bytes, "big.csv", &Limits::default(), &cancel))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let stopped = Instant::now();
+    cancel.stop(10);
+    let result = reader.join().expect("reader thread");
+    assert_eq!(result.map(|wb| wb.sheets.len()), Err(ReadError::Timeout { seconds: 10 }));
+    assert!(stopped.elapsed() < Duration::from_secs(2), "took {:?}", stopped.elapsed());
 }
 
 #[test]

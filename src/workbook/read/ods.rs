@@ -79,12 +79,6 @@ fn number(e: &BytesStart<'_>, attr: &str) -> u64 {
     xml::attr(e, attr).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(1).max(1)
 }
 
-fn qualified(e: &BytesStart<'_>, name: &str) -> Option<String> {
-    e.attributes().flatten().find(|a| a.key.as_ref() == name).and_then(|a| {
-        a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned())
-    })
-}
-
 fn to_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -154,23 +148,22 @@ fn start(
             }
         }
         name @ ("table-cell" | "covered-table-cell") => {
-            let repeat = number(e, "number-columns-repeated");
+            let a = CellAttrs::of(e);
             let col = s.col;
-            s.col = to_u32(u64::from(s.col).saturating_add(repeat));
-            span(s, e, col, budget)?;
+            s.col = to_u32(u64::from(s.col).saturating_add(a.repeat));
+            span(s, &a, col, budget)?;
             // A covered cell is hidden under a merge; what it holds is not shown.
             if name == "table-cell" {
-                let pending = Pending {
+                s.cell = Some(Pending {
                     col,
-                    repeat,
-                    kind: qualified(e, "office:value-type").unwrap_or_default(),
-                    ext_kind: qualified(e, "calcext:value-type").unwrap_or_default(),
-                    value: value_attr(e),
-                    formula: xml::attr(e, "formula").is_some(),
+                    repeat: a.repeat,
+                    kind: a.kind,
+                    ext_kind: a.ext_kind,
+                    value: a.value,
+                    formula: a.formula,
                     text: String::new(),
                     paragraphs: 0,
-                };
-                s.cell = Some(pending);
+                });
                 if empty {
                     end(s, "table-cell", budget)?;
                 }
@@ -201,23 +194,52 @@ fn start(
     Ok(())
 }
 
-fn value_attr(e: &BytesStart<'_>) -> Option<String> {
-    ["office:value", "office:date-value", "office:time-value", "office:boolean-value"]
-        .iter()
-        .find_map(|name| qualified(e, name))
-        .or_else(|| qualified(e, "office:string-value"))
+/// A cell's attributes, read in one pass (there can be millions of cells).
+#[derive(Default)]
+struct CellAttrs {
+    repeat: u64,
+    cols_spanned: u64,
+    rows_spanned: u64,
+    kind: String,
+    ext_kind: String,
+    value: Option<String>,
+    string_value: Option<String>,
+    formula: bool,
+}
+
+impl CellAttrs {
+    fn of(e: &BytesStart<'_>) -> CellAttrs {
+        let mut a =
+            CellAttrs { repeat: 1, cols_spanned: 1, rows_spanned: 1, ..CellAttrs::default() };
+        let count = |v: &str| v.trim().parse::<u64>().unwrap_or(1).max(1);
+        xml::each_attr(e, |prefix, name, v| match (prefix, name) {
+            (_, "number-columns-repeated") => a.repeat = count(v),
+            (_, "number-columns-spanned") => a.cols_spanned = count(v),
+            (_, "number-rows-spanned") => a.rows_spanned = count(v),
+            (Some("calcext"), "value-type") => a.ext_kind = v.to_string(),
+            (_, "value-type") => a.kind = v.to_string(),
+            (_, "value" | "date-value" | "time-value" | "boolean-value") => {
+                a.value = Some(v.to_string())
+            }
+            (_, "string-value") => a.string_value = Some(v.to_string()),
+            (_, "formula") => a.formula = true,
+            _ => {}
+        });
+        if a.value.is_none() {
+            a.value = a.string_value.take();
+        }
+        a
+    }
 }
 
 /// A merged range starting at this cell.
-fn span(s: &mut State, e: &BytesStart<'_>, col: u32, budget: &mut Budget) -> Result<(), ReadError> {
-    let get = |attr: &str| xml::attr(e, attr).and_then(|v| v.trim().parse::<u64>().ok());
-    let (cols, rows) = (get("number-columns-spanned"), get("number-rows-spanned"));
-    if cols.unwrap_or(1) <= 1 && rows.unwrap_or(1) <= 1 {
+fn span(s: &mut State, a: &CellAttrs, col: u32, budget: &mut Budget) -> Result<(), ReadError> {
+    if a.cols_spanned <= 1 && a.rows_spanned <= 1 {
         return Ok(());
     }
     let Some(sheet) = s.sheet.as_mut() else { return Ok(()) };
-    let last_row = to_u32(u64::from(s.row).saturating_add(rows.unwrap_or(1).max(1) - 1));
-    let last_col = to_u32(u64::from(col).saturating_add(cols.unwrap_or(1).max(1) - 1));
+    let last_row = to_u32(u64::from(s.row).saturating_add(a.rows_spanned - 1));
+    let last_col = to_u32(u64::from(col).saturating_add(a.cols_spanned - 1));
     budget.charge_cell(&sheet.name, sheet.merged.len())?;
     sheet.merged.push((CellRef::new(s.row, col), CellRef::new(last_row, last_col)));
     Ok(())

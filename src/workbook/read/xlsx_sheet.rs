@@ -141,17 +141,15 @@ fn start_row(e: &BytesStart<'_>, pos: &mut Cursor) {
 }
 
 fn start_cell(e: &BytesStart<'_>, pos: &mut Cursor) -> Pending {
-    let at = xml::attr(e, "r")
-        .and_then(|r| CellRef::parse_a1(&r))
-        .unwrap_or(CellRef::new(pos.row, pos.next_col));
+    let (mut at, mut kind) = (None, String::new());
+    xml::each_attr(e, |_, name, value| match name {
+        "r" => at = CellRef::parse_a1(value),
+        "t" => kind = value.to_string(),
+        _ => {}
+    });
+    let at = at.unwrap_or(CellRef::new(pos.row, pos.next_col));
     pos.next_col = at.col.saturating_add(1);
-    Pending {
-        at,
-        kind: xml::attr(e, "t").unwrap_or_default(),
-        value: None,
-        formula: None,
-        inline: None,
-    }
+    Pending { at, kind, value: None, formula: None, inline: None }
 }
 
 fn finish_cell(

@@ -17,6 +17,16 @@ pub fn attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
     })
 }
 
+/// Calls `f` with the prefix, local name and unescaped value of every attribute, in one pass
+/// and without the duplicate check (for the elements there are millions of: cells and rows).
+pub fn each_attr(e: &BytesStart<'_>, mut f: impl FnMut(Option<&str>, &str, &str)) {
+    for a in e.attributes().with_checks(false).flatten() {
+        if let Ok(value) = a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
+            f(a.key.prefix().map(|p| p.into_inner()), a.key.local_name().into_inner(), &value);
+        }
+    }
+}
+
 /// Like [`attr`] but only for an attribute that carries a namespace prefix (`r:id`), so that
 /// `sheetId` and `id` on the same element are not confused.
 pub fn prefixed_attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
