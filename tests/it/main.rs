@@ -11,6 +11,7 @@ mod imap;
 mod mail;
 mod outbound;
 mod pipeline;
+mod reader_daemon;
 mod smtp;
 mod stack;
 mod store;
