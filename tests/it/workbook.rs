@@ -342,11 +342,55 @@ fn good_csv_reads_label_value_rows() {
     assert_eq!(sheet.cells.get(&at("C5")), Some(&text("68653")));
 }
 
+// ---- unusual but valid packages (make-packages.py) -------------------------------------------
+
+#[test]
+fn parts_are_found_through_relationships_whatever_their_names_case_and_slashes() {
+    let odd = read_fixture("good/odd-names.xlsx").expect("reads");
+    let original = read_fixture("../returns/valid-openpyxl.xlsx").expect("reads");
+    assert_eq!(odd.sheets, original.sheets);
+}
+
+#[test]
+fn a_minimal_package_with_its_workbook_at_the_root_is_read() {
+    let wb = read_fixture("good/minimal.xlsx").expect("reads");
+    let sheet = wb.first_visible().expect("a sheet");
+    assert_eq!(sheet.cells.get(&at("B1")), Some(&text("5N1")));
+    assert_eq!(sheet.cells.get(&at("B4")), Some(&Cell::Number(68653.0)));
+}
+
+#[test]
+fn empty_shared_strings_are_empty_text_not_damage() {
+    let wb = read_fixture("good/empty-strings.xlsx").expect("reads");
+    let original = read_fixture("../returns/producers/libreoffice-good-xlsx.xlsx").expect("reads");
+    let mut sheet = wb.first_visible().expect("a sheet").clone();
+    assert_eq!(sheet.cells.remove(&at("D1")), Some(text("")));
+    assert_eq!(sheet.cells.remove(&at("D2")), Some(text("")));
+    assert_eq!(sheet.cells.get(&at("D3")), None, "a cell with no index holds nothing");
+    assert_eq!(Some(&sheet), original.first_visible());
+}
+
+#[test]
+fn xlsb_chart_and_macro_sheets_activex_and_ole_parts_do_not_stop_the_read() {
+    let wb = read_fixture("good/extra-parts.xlsb").expect("reads");
+    let names: Vec<&str> = wb.sheets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Return", "Guidance", "About", "Macro1"], "the chart sheet holds no cells");
+    let original = read_fixture("../returns/producers/sheetjs-good-xlsb.xlsb").expect("reads");
+    assert_eq!(wb.first_visible(), original.first_visible());
+    assert_eq!(wb.sheets[3].cells, original.sheets[2].cells, "the macro sheet's cells are read");
+}
+
 #[test]
 fn no_fixture_makes_the_reader_panic_when_cut_short() {
     // Every prefix length of every small fixture must end in Ok or a ReadError, never a panic.
-    for rel in ["good/return.xlsx", "good/return.xls", "good/return.ods", "hostile/encrypted.xlsx"]
-    {
+    for rel in [
+        "good/return.xlsx",
+        "good/return.xls",
+        "good/return.ods",
+        "good/extra-parts.xlsb",
+        "hostile/encrypted.xlsx",
+        "../returns/valid-default-password.xls",
+    ] {
         let bytes = fixture(rel);
         for cut in (0..bytes.len()).step_by(97) {
             let _ = read(&bytes[..cut], rel, &Limits::default());
