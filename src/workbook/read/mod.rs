@@ -15,6 +15,7 @@
 //! | xlsx, xlsm  | `xlsx`, `xlsx_sheet` (+ `opc`)         | parts by relationship, `#SPILL!`|
 //! | xlsb        | `xlsb` (+ `opc`)                       | compact cells, skipped parts    |
 //! | xls         | `xls`, `xls_records`, `xls_crypt`, `cfb` | FAT shapes, default password  |
+//! | encrypted   | `ooxml_crypt` (+ `cfb`), then as above | Excel's default password        |
 //! | ods, fods   | `ods`                                  | repeats, text between cells     |
 //! | csv         | `csv` (the csv crate)                  | UTF-16, `;` and tab             |
 
@@ -23,6 +24,7 @@ mod cfb;
 mod csv;
 pub mod detect;
 mod ods;
+mod ooxml_crypt;
 mod opc;
 mod xls;
 mod xls_crypt;
@@ -61,26 +63,39 @@ pub fn read_until(
             limit: limits.attachment_bytes,
         });
     }
-    let mut budget = Budget::new(limits, cancel);
+    let budget = Budget::new(limits, cancel);
     match detect::container(bytes, file_name)? {
         Container::Text => csv::read(bytes, budget),
         Container::FlatOds => ods::read_flat(bytes, budget),
         Container::Ole2 => {
             let compound = cfb::Compound::open(bytes)?;
+            if compound.exists("EncryptedPackage") {
+                // An encrypted xlsx (or xlsm, xlsb): read what Excel's default password opens.
+                let package = ooxml_crypt::decrypt(&compound, &budget)?;
+                if !package.starts_with(b"PK") {
+                    return Err(ReadError::Encrypted);
+                }
+                return zipped_workbook(&package, file_name, limits, budget);
+            }
             match detect::ole2_format(&compound)? {
                 Format::Xls => xls::read(&compound, budget),
                 other => Err(detect::unsupported(other.name())),
             }
         }
-        Container::Zip => {
-            let mut zip = zipped::Archive::open(bytes, limits)?;
-            match detect::zip_format(&mut zip, file_name, &mut budget)? {
-                Zipped::Ods => ods::read_zip(&mut zip, budget),
-                Zipped::Office { part, format: Format::Xlsb } => {
-                    xlsb::read(&mut zip, &part, budget)
-                }
-                Zipped::Office { part, format } => xlsx::read(&mut zip, &part, format, budget),
-            }
-        }
+        Container::Zip => zipped_workbook(bytes, file_name, limits, budget),
+    }
+}
+
+fn zipped_workbook(
+    bytes: &[u8],
+    file_name: &str,
+    limits: &Limits,
+    mut budget: Budget,
+) -> Result<Workbook, ReadError> {
+    let mut zip = zipped::Archive::open(bytes, limits)?;
+    match detect::zip_format(&mut zip, file_name, &mut budget)? {
+        Zipped::Ods => ods::read_zip(&mut zip, budget),
+        Zipped::Office { part, format: Format::Xlsb } => xlsb::read(&mut zip, &part, budget),
+        Zipped::Office { part, format } => xlsx::read(&mut zip, &part, format, budget),
     }
 }
