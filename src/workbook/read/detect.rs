@@ -104,7 +104,8 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 fn text_kind(bytes: &[u8], file_name: &str) -> Result<Container, ReadError> {
-    let head = bytes.get(..2048).unwrap_or(bytes);
+    // A flat ODS names its type after its namespace declarations, 2 KB or more in.
+    let head = bytes.get(..8192).unwrap_or(bytes);
     let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
     let trimmed = lower.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with("<!doctype html") || trimmed.starts_with("<html") {
