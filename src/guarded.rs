@@ -1,12 +1,16 @@
 //! Reading an attachment under the per-attachment time limit (SPEC §6). The reader is pure and
-//! bounded by its size guards; this wrapper adds the wall-clock limit by running it on a worker
-//! thread. A reader that overruns is abandoned (its thread finishes in the background, still
-//! bounded by the guards) and the file gets a clear IAPT-E21 finding.
+//! bounded by its budget; this wrapper adds the wall-clock limit by running it on a worker
+//! thread. When the time is up the file gets a clear IAPT-E21 finding at once, and the read is
+//! stopped through its [`Cancel`] flag, which the reader looks at for every record and XML
+//! event: it ends within moments and drops everything it built, so a slow file cannot keep a
+//! thread busy or hold memory after its answer has gone (see `workbook::read::budget` for why
+//! this rather than a child process).
 //!
 //! The worker threads are kept for the next attachment ([`Workers`]): a burst of returns reads
 //! a thousand attachments, and starting a thread for each cost more than some of the reads.
 
-use crate::workbook::{read::read, Limits, ReadError, Workbook};
+use crate::workbook::read::{read_until, Cancel};
+use crate::workbook::{Limits, ReadError, Workbook};
 use std::collections::VecDeque;
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -21,18 +25,24 @@ pub fn read_with_timeout(
     let bytes = Arc::new(bytes);
     let (tx, rx) = mpsc::sync_channel(1);
     let (name, shared) = (file_name.to_string(), Arc::clone(&bytes));
+    let cancel = Cancel::new();
+    let stop = cancel.clone();
     let started = READERS.get_or_init(|| Workers::new("read-attachment", IDLE_READERS)).run(
         Box::new(move || {
-            let _ = tx.send(read(&shared, &name, &limits));
+            let _ = tx.send(read_until(&shared, &name, &limits, &cancel));
         }),
     );
     if !started {
         // No thread to be had (resource exhaustion): read inline rather than fail the file.
-        return read(&bytes, file_name, &limits);
+        return read_until(&bytes, file_name, &limits, &Cancel::new());
     }
     match rx.recv_timeout(timeout) {
         Ok(result) => result,
-        Err(_) => Err(ReadError::Timeout { seconds: timeout.as_secs().max(1) }),
+        Err(_) => {
+            let seconds = timeout.as_secs().max(1);
+            stop.stop(seconds);
+            Err(ReadError::Timeout { seconds })
+        }
     }
 }
 

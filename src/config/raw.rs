@@ -120,6 +120,7 @@ pub struct RawLimits {
     pub attachment_bytes: Option<u64>,
     pub unpacked_bytes: Option<u64>,
     pub cells_per_sheet: Option<u64>,
+    pub text_bytes: Option<u64>,
     pub attachment_timeout: Option<String>,
     pub replies_per_address_per_day: Option<u64>,
     pub guidance_per_address_per_day: Option<u64>,

@@ -373,6 +373,7 @@ impl Validator {
                 raw.cells_per_sheet,
                 d.cells_per_sheet,
             ),
+            text_bytes: positive("limits.text_bytes", raw.text_bytes, d.text_bytes),
         };
         let message_bytes = positive("limits.message_bytes", raw.message_bytes, 25 * 1000 * 1000);
         let mut count = |key: &str, v: Option<u64>, default: u32| {

@@ -170,8 +170,12 @@ pub struct Limits {
     pub attachment_bytes: u64,
     /// Largest total unpacked size of a zipped workbook (xlsx, xlsm, xlsb, ods), in bytes.
     pub unpacked_bytes: u64,
-    /// Most cells one sheet may declare or hold.
+    /// Most real cells one sheet (and the whole workbook) may hold; what a file declares about
+    /// its size is never counted.
     pub cells_per_sheet: u64,
+    /// Most text the cells and string tables of one workbook may hold in memory, in bytes, with
+    /// a shared string counted again at every cell that uses it.
+    pub text_bytes: u64,
 }
 
 impl Default for Limits {
@@ -180,6 +184,7 @@ impl Default for Limits {
             attachment_bytes: 10 * 1000 * 1000,
             unpacked_bytes: 100 * 1000 * 1000,
             cells_per_sheet: 1_000_000,
+            text_bytes: 20 * 1000 * 1000,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! `iapt-intake check` end to end on the golden return fixtures (`tests/fixtures/returns/`):
 //! every workbook beside its `<name>.expected.json` (and optional `<name>.args`), run through the
 //! built binary exactly as a user would. A mismatch writes `<name>.actual.json` beside it.
+//! The same for the producer fixtures (`tests/fixtures/returns/producers/`, written by
+//! `make-producers.py` there): one return, good and with three errors, saved by LibreOffice,
+//! Gnumeric, SheetJS, pyxlsbwriter, xlsxwriter, pandas and openpyxl in every format they write,
+//! must get one verdict, one set of values and one set of findings per variant.
 //! Also: a blank template written by `iapt-intake template` is recognised as a return.
 
 use serde_json::Value;
@@ -28,7 +32,9 @@ fn config() -> String {
 fn fixture_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures())
         .expect("fixtures directory")
-        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .map(|e| e.expect("dir entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with('.'))
         .filter(|n| {
             ![".expected.json", ".actual.json", ".args", ".py"].iter().any(|s| n.ends_with(s))
@@ -91,11 +97,15 @@ fn same_file(want: &Value, got: &Value) -> bool {
 
 /// What is wrong with one fixture's run, or None when it matches.
 fn judge(name: &str) -> Option<String> {
-    let dir = fixtures();
+    judge_in(&fixtures(), name).err()
+}
+
+/// [`judge`] for a fixture in `dir`: the report `check` gave, or what is wrong with it.
+fn judge_in(dir: &Path, name: &str) -> Result<Value, String> {
     let expected_path = dir.join(format!("{}.expected.json", stem(name)));
     let actual_path = dir.join(format!("{}.actual.json", stem(name)));
     let Ok(expected_text) = std::fs::read_to_string(&expected_path) else {
-        return Some(format!("{name}: no {}", expected_path.display()));
+        return Err(format!("{name}: no {}", expected_path.display()));
     };
     let want: Value = serde_json::from_str(expected_text.trim()).expect("expected json parses");
     let args: Vec<String> = std::fs::read_to_string(dir.join(format!("{}.args", stem(name))))
@@ -106,7 +116,7 @@ fn judge(name: &str) -> Option<String> {
     let line = stdout.lines().next().unwrap_or("");
     let mismatch = |why: String| {
         std::fs::write(&actual_path, format!("{line}\n")).expect("write actual");
-        Some(format!("{name}: {why} (actual written to {})", actual_path.display()))
+        Err(format!("{name}: {why} (actual written to {})", actual_path.display()))
     };
     let Ok(got) = serde_json::from_str::<Value>(line) else {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -131,7 +141,7 @@ fn judge(name: &str) -> Option<String> {
         return mismatch(format!("exit {:?}, want {want_code}", out.status.code()));
     }
     let _ = std::fs::remove_file(&actual_path);
-    None
+    Ok(got)
 }
 
 fn assert_all_match(names: &[String]) {
@@ -150,6 +160,60 @@ fn every_golden_return_gets_the_expected_report_and_exit_code() {
     let names = fixture_names();
     assert!(names.len() >= 30, "fixtures missing: found {}", names.len());
     assert_all_match(&names);
+}
+
+fn producers() -> PathBuf {
+    fixtures().join("producers")
+}
+
+/// The producer fixtures: every spreadsheet file in their folder.
+fn producer_files() -> Vec<String> {
+    let accepted = [".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".fods", ".csv"];
+    let mut names: Vec<String> = std::fs::read_dir(producers())
+        .expect("producers directory")
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| accepted.iter().any(|ext| n.ends_with(ext)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A report without what may differ between files of one variant: its file name.
+fn verdict(report: &Value) -> Value {
+    let mut report = report.clone();
+    if let Some(map) = report.as_object_mut() {
+        map.remove("file");
+    }
+    report
+}
+
+#[test]
+fn every_producer_and_format_gives_one_verdict_values_and_findings_per_variant() {
+    let names = producer_files();
+    let mut failures = Vec::new();
+    for variant in ["good", "errors"] {
+        let files: Vec<&String> =
+            names.iter().filter(|n| n.contains(&format!("-{variant}"))).collect();
+        // 7 producers; LibreOffice, Gnumeric and SheetJS in five or four formats each.
+        assert!(files.len() >= 19, "{variant}: only {} producer fixtures", files.len());
+        let mut first: Option<(&str, Value)> = None;
+        for name in files {
+            match judge_in(&producers(), name) {
+                Err(why) => failures.push(why),
+                Ok(got) => match &first {
+                    None => first = Some((name, verdict(&got))),
+                    Some((base, want)) if *want != verdict(&got) => {
+                        failures.push(format!("{name}: report differs from {base}'s"))
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        let (_, report) = first.expect("at least one file");
+        let want_status = if variant == "good" { "valid" } else { "invalid" };
+        assert_eq!(report["status"], want_status, "{variant}");
+    }
+    assert!(failures.is_empty(), "{} wrong:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]

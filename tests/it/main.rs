@@ -14,6 +14,7 @@ mod mail;
 mod outbound;
 mod pipeline;
 mod production;
+mod reader_daemon;
 mod smtp;
 mod stack;
 mod store;

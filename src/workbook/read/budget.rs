@@ -1,20 +1,75 @@
-//! What one read may still spend: unpacked bytes and cells. Shared by every format reader so
-//! that the SPEC §6 limits are counted in one place. Cells are counted per sheet against
-//! `cells_per_sheet`, and also across the whole workbook against the same figure, because all
-//! sheets are held in memory at once and a file of many large sheets must not add up past it.
+//! What one read may still spend, counted in one place for every format (SPEC §6): unpacked
+//! bytes, real cells as they stream (per sheet, and across the workbook against the same figure,
+//! because all sheets are held at once), and text — every shared string when it is stored *and*
+//! again at every cell that uses it, since each use is a copy in memory (one 1 MB string used by
+//! 12,000 cells is 12 GB). Nothing is ever charged from a size the file declares.
+//!
+//! The time limit is kept the same way: the caller holds a [`Cancel`] and stops it when the time
+//! is up; every charge (and [`Budget::tick`], called once per record or XML event) looks at it,
+//! so a read past its time ends within microseconds and drops everything it built. This was
+//! chosen over reading in a child process with a memory limit: the readers are our own code
+//! (none calls into a parser that cannot be interrupted), so a flag is enough to stop them, it
+//! costs nothing measurable (one relaxed atomic load per event), and the daemon stays one
+//! process with no file hand-off or per-attachment fork.
 
-use crate::workbook::grid::{Limits, ReadError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::workbook::grid::{Cell, CellRef, Limits, ReadError, Sheet};
+
+/// A read's stop signal, shared between the reader and whoever waits for it.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicU64>);
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    /// Stops the read: it ends with [`ReadError::Timeout`] naming `seconds`.
+    pub fn stop(&self, seconds: u64) {
+        self.0.store(seconds.max(1), Ordering::Relaxed);
+    }
+
+    /// The seconds given to [`Cancel::stop`], once it was called.
+    pub fn stopped(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            seconds => Some(seconds),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Budget {
     limits: Limits,
+    cancel: Cancel,
     unpacked_used: u64,
     workbook_cells: u64,
+    text_used: u64,
 }
 
 impl Budget {
-    pub fn new(limits: &Limits) -> Self {
-        Budget { limits: *limits, unpacked_used: 0, workbook_cells: 0 }
+    pub fn new(limits: &Limits, cancel: &Cancel) -> Self {
+        Budget {
+            limits: *limits,
+            cancel: cancel.clone(),
+            unpacked_used: 0,
+            workbook_cells: 0,
+            text_used: 0,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Fails once the read has been stopped.
+    pub fn tick(&self) -> Result<(), ReadError> {
+        match self.cancel.stopped() {
+            None => Ok(()),
+            Some(seconds) => Err(ReadError::Timeout { seconds }),
+        }
     }
 
     /// Unpacked bytes the next part may still unpack to.
@@ -26,16 +81,9 @@ impl Budget {
         self.unpacked_used = self.unpacked_used.saturating_add(bytes);
     }
 
-    /// Rejects a sheet whose declared area (rows × columns) is over the cell limit, before any
-    /// of its cells is read.
-    pub fn check_declared(&self, sheet: &str, area: u64) -> Result<(), ReadError> {
-        within(area, self.limits.cells_per_sheet, || {
-            format!("the declared size of sheet '{sheet}' (rows × columns)")
-        })
-    }
-
-    /// Counts one more cell of a sheet that already holds `in_sheet` cells.
+    /// Counts one more real cell of a sheet that already holds `in_sheet` cells.
     pub fn charge_cell(&mut self, sheet: &str, in_sheet: usize) -> Result<(), ReadError> {
+        self.tick()?;
         let limit = self.limits.cells_per_sheet;
         let in_sheet = (in_sheet as u64).saturating_add(1);
         within(in_sheet, limit, || format!("the number of cells in sheet '{sheet}'"))?;
@@ -43,16 +91,45 @@ impl Budget {
         within(self.workbook_cells, limit, || "the number of cells in all sheets together".into())
     }
 
-    /// Rejects a string table whose item count, found by walking its records, is over the cap.
-    pub fn check_declared_strings(&self, part: &str, count: u64) -> Result<(), ReadError> {
-        within(count, self.limits.cells_per_sheet, || format!("the number of strings in {part}"))
+    /// Counts `bytes` more of text held in memory: a string table entry, or a cell's text (a
+    /// shared string counts again at every cell that uses it).
+    pub fn charge_text(&mut self, bytes: usize) -> Result<(), ReadError> {
+        self.tick()?;
+        self.text_used = self.text_used.saturating_add(bytes as u64);
+        within(self.text_used, self.limits.text_bytes, || {
+            "the text in the workbook (every use of a shared string counted)".into()
+        })
     }
 
-    /// A string table longer than the cell limit cannot be a return's, and would cost memory
-    /// even when every string is empty.
-    pub fn charge_string(&self, table: &[String], part: &str) -> Result<(), ReadError> {
-        let count = (table.len() as u64).saturating_add(1);
-        self.check_declared_strings(part, count)
+    /// Fails when `bytes` more text would not fit, without counting them: for text still being
+    /// collected, and before a shared string is copied into a cell.
+    pub fn check_pending(&self, bytes: usize) -> Result<(), ReadError> {
+        let would = self.text_used.saturating_add(bytes as u64);
+        within(would, self.limits.text_bytes, || {
+            "the text in the workbook (every use of a shared string counted)".into()
+        })
+    }
+
+    /// Stores one cell, counting it and its text.
+    pub fn put(&mut self, sheet: &mut Sheet, at: CellRef, cell: Cell) -> Result<(), ReadError> {
+        self.charge_cell(&sheet.name, sheet.cells.len())?;
+        if let Cell::Text(s) | Cell::Error(s) | Cell::FormulaNoValue(s) = &cell {
+            self.charge_text(s.len())?;
+        }
+        sheet.cells.insert(at, cell);
+        Ok(())
+    }
+
+    /// Counts one more entry of a string table that holds `held` entries.
+    pub fn charge_string(
+        &mut self,
+        held: usize,
+        part: &str,
+        bytes: usize,
+    ) -> Result<(), ReadError> {
+        let count = (held as u64).saturating_add(1);
+        within(count, self.limits.cells_per_sheet, || format!("the number of strings in {part}"))?;
+        self.charge_text(bytes)
     }
 }
 
@@ -64,9 +141,42 @@ fn within(actual: u64, limit: u64, what: impl FnOnce() -> String) -> Result<(), 
     Ok(())
 }
 
-/// The area of a range given by its corners, in cells, without overflow.
-pub fn area(first_row: u64, first_col: u64, last_row: u64, last_col: u64) -> u64 {
-    let rows = last_row.abs_diff(first_row).saturating_add(1);
-    let cols = last_col.abs_diff(first_col).saturating_add(1);
-    rows.saturating_mul(cols)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_read_fails_its_next_charge_with_the_time_given() {
+        let cancel = Cancel::new();
+        let mut budget = Budget::new(&Limits::default(), &cancel);
+        assert_eq!(budget.charge_cell("Return", 0), Ok(()));
+        cancel.stop(10);
+        assert_eq!(budget.charge_cell("Return", 1), Err(ReadError::Timeout { seconds: 10 }));
+        assert_eq!(budget.tick(), Err(ReadError::Timeout { seconds: 10 }));
+    }
+
+    #[test]
+    fn every_use_of_a_string_counts_against_the_text_limit() {
+        let limits = Limits { text_bytes: 2_500, ..Limits::default() };
+        let mut budget = Budget::new(&limits, &Cancel::new());
+        budget.charge_string(0, "sharedStrings.xml", 1_000).expect("the table entry fits");
+        budget.charge_text(1_000).expect("one use fits");
+        match budget.charge_text(1_000) {
+            Err(ReadError::TooLarge { what, actual: 3_000, limit: 2_500 }) => {
+                assert!(what.contains("shared string"), "{what}")
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cells_count_per_sheet_and_across_sheets() {
+        let limits = Limits { cells_per_sheet: 3, ..Limits::default() };
+        let mut budget = Budget::new(&limits, &Cancel::new());
+        for i in 0..3 {
+            budget.charge_cell("A", i).expect("within");
+        }
+        assert!(matches!(budget.charge_cell("B", 0), Err(ReadError::TooLarge { what, .. })
+            if what.contains("all sheets")));
+    }
 }

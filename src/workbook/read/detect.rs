@@ -4,7 +4,10 @@
 
 use crate::workbook::grid::{Format, ReadError};
 
-use super::zipped::{self, Archive};
+use super::budget::Budget;
+use super::cfb::{self, Compound};
+use super::opc::{self, Main};
+use super::zipped::Archive;
 
 /// The advice every "unsupported" message ends with.
 pub const ACCEPTED: &str = "accepted types are .xlsx, .xlsm, .xls, .xlsb, .ods and .csv; \
@@ -15,10 +18,11 @@ save the return as .xlsx and resend";
 pub enum Container {
     Zip,
     Ole2,
+    /// Delimited text (csv), in any of the encodings `csv` decodes.
     Text,
+    /// A flat OpenDocument spreadsheet (.fods): one XML file.
+    FlatOds,
 }
-
-const OLE2_MAGIC: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
 
 /// Known non-spreadsheet signatures, with how to name them to a person.
 const FOREIGN: &[(&[u8], &str)] = &[
@@ -45,16 +49,43 @@ pub fn container(bytes: &[u8], file_name: &str) -> Result<Container, ReadError> 
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return Ok(Container::Zip);
     }
-    if bytes.starts_with(OLE2_MAGIC) {
+    if bytes.starts_with(cfb::MAGIC) {
         return Ok(Container::Ole2);
+    }
+    if let Some(old) = old_excel(bytes) {
+        return Err(old);
     }
     if let Some((_, what)) = FOREIGN.iter().find(|(magic, _)| bytes.starts_with(magic)) {
         return Err(unsupported(what));
+    }
+    if let Some(text) = super::csv::utf16(bytes.get(..4096).unwrap_or(bytes)) {
+        return text_kind(text.as_bytes(), file_name);
     }
     if looks_like_text(bytes) {
         return text_kind(bytes, file_name);
     }
     Err(unsupported("a file of an unknown type"))
+}
+
+/// Excel 2.x, 3.0 and 4.0 files (BIFF2–4, 1987–1992) are a bare record stream, not an OLE2
+/// file: they start with their BOF record. Current programs open them only to convert.
+fn old_excel(bytes: &[u8]) -> Option<ReadError> {
+    let (excel, biff) = match bytes.get(..2)? {
+        [0x09, 0x00] => ("Excel 2.x", 2),
+        [0x09, 0x02] => ("Excel 3.0", 3),
+        [0x09, 0x04] => ("Excel 4.0", 4),
+        _ => return None,
+    };
+    let len = u16::from_le_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+    let kind = u16::from_le_bytes([*bytes.get(6)?, *bytes.get(7)?]);
+    let plausible = (4..=16).contains(&len) && matches!(kind, 0x0010 | 0x0020 | 0x0040 | 0x0100);
+    plausible.then(|| {
+        ReadError::Unsupported(format!(
+            "the file is an {excel} spreadsheet from the early 1990s (BIFF{biff}), which this \
+             service cannot read; open it in a current Excel or LibreOffice, save it as .xlsx \
+             and resend"
+        ))
+    })
 }
 
 /// The message for a file that is not an accepted spreadsheet.
@@ -73,13 +104,19 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 fn text_kind(bytes: &[u8], file_name: &str) -> Result<Container, ReadError> {
-    let head = bytes.get(..2048).unwrap_or(bytes);
+    // A flat ODS names its type after its namespace declarations, 2 KB or more in.
+    let head = bytes.get(..8192).unwrap_or(bytes);
     let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
     let trimmed = lower.trim_start_matches('\u{feff}').trim_start();
     if trimmed.starts_with("<!doctype html") || trimmed.starts_with("<html") {
         return Err(unsupported("a web page (HTML)"));
     }
-    if trimmed.starts_with("<?xml") {
+    if trimmed.starts_with("<?xml") || trimmed.starts_with("<office:document") {
+        if lower.contains("<office:document")
+            && lower.contains("application/vnd.oasis.opendocument.spreadsheet")
+        {
+            return Ok(Container::FlatOds);
+        }
         if lower.contains("urn:schemas-microsoft-com:office:spreadsheet") {
             return Err(unsupported("an Excel 2003 XML spreadsheet"));
         }
@@ -91,75 +128,60 @@ fn text_kind(bytes: &[u8], file_name: &str) -> Result<Container, ReadError> {
     Err(unsupported("a text file without a .csv name"))
 }
 
-/// Which spreadsheet format a zip holds, from its entries (and the name for xlsx versus xlsm).
+/// What a zipped file holds: an Office package's workbook part, or an OpenDocument
+/// spreadsheet.
+pub enum Zipped {
+    Office { part: String, format: Format },
+    Ods,
+}
+
+/// Which spreadsheet a zip holds, from its parts (and the name for xlsx versus xlsm).
 pub fn zip_format(
     zip: &mut Archive<'_>,
     file_name: &str,
-    budget: u64,
-) -> Result<Format, ReadError> {
-    if zipped::has(zip, "xl/workbook.bin") {
-        return Ok(Format::Xlsb);
-    }
-    if zipped::has(zip, "xl/workbook.xml") {
-        return Ok(if is_macro_enabled(zip, file_name, budget)? {
-            Format::Xlsm
-        } else {
-            Format::Xlsx
-        });
-    }
-    if zipped::has(zip, "mimetype") {
-        let mime = zipped::read_entry(zip, "mimetype", 200.min(budget))?;
-        let mime = String::from_utf8_lossy(&mime);
+    budget: &mut Budget,
+) -> Result<Zipped, ReadError> {
+    if zip.has("mimetype") {
+        let mime = zip.read_small("mimetype", budget)?;
+        let mime = String::from_utf8_lossy(mime.get(..200).unwrap_or(&mime)).into_owned();
         return match mime.trim() {
-            "application/vnd.oasis.opendocument.spreadsheet" => Ok(Format::Ods),
+            "application/vnd.oasis.opendocument.spreadsheet"
+            | "application/vnd.oasis.opendocument.spreadsheet-template" => Ok(Zipped::Ods),
             "application/vnd.oasis.opendocument.text" => {
                 Err(unsupported("an OpenDocument text document"))
             }
             other => Err(unsupported(&format!("an OpenDocument file of type '{other}'"))),
         };
     }
-    if zipped::has(zip, "word/document.xml") {
-        return Err(unsupported("a Word document"));
+    match opc::main_part(zip, budget)? {
+        Main::Workbook { part, format } => {
+            let named_xlsm = file_name.to_ascii_lowercase().ends_with(".xlsm");
+            let format = if format == Format::Xlsx && named_xlsm { Format::Xlsm } else { format };
+            Ok(Zipped::Office { part, format })
+        }
+        Main::Foreign(what) => Err(unsupported(what)),
+        // An OpenDocument package whose mimetype entry was left out.
+        Main::None if zip.has("content.xml") => Ok(Zipped::Ods),
+        Main::None => Err(unsupported("a zip archive")),
     }
-    if zipped::has(zip, "ppt/presentation.xml") {
-        return Err(unsupported("a PowerPoint presentation"));
-    }
-    Err(unsupported("a zip archive"))
-}
-
-fn is_macro_enabled(
-    zip: &mut Archive<'_>,
-    file_name: &str,
-    budget: u64,
-) -> Result<bool, ReadError> {
-    if file_name.to_ascii_lowercase().ends_with(".xlsm") || zipped::has(zip, "xl/vbaProject.bin") {
-        return Ok(true);
-    }
-    if !zipped::has(zip, "[Content_Types].xml") {
-        return Ok(false);
-    }
-    let types = zipped::read_entry(zip, "[Content_Types].xml", budget)?;
-    Ok(String::from_utf8_lossy(&types).contains("sheet.macroEnabled.main+xml"))
 }
 
 /// Which spreadsheet an OLE2 compound file holds: an encrypted OOXML package, an xls, or
 /// something else (a Word .doc, an Outlook message).
-pub fn ole2_format(bytes: &[u8]) -> Result<Format, ReadError> {
-    let cfb = cfb::CompoundFile::open(std::io::Cursor::new(bytes))
-        .map_err(|e| ReadError::Corrupt(format!("not a valid Office file: {e}")))?;
-    if cfb.exists("/EncryptedPackage") || cfb.exists("/EncryptionInfo") {
+pub fn ole2_format(cfb: &Compound<'_>) -> Result<Format, ReadError> {
+    if cfb.exists("EncryptedPackage") || cfb.exists("EncryptionInfo") {
         return Err(ReadError::Encrypted);
     }
-    if cfb.exists("/Workbook") || cfb.exists("/Book") {
+    if cfb.exists("Workbook") || cfb.exists("Book") {
         return Ok(Format::Xls);
     }
-    if cfb.exists("/WordDocument") {
+    if cfb.exists("WordDocument") {
         return Err(unsupported("a Word document"));
     }
-    if cfb.exists("/PowerPoint Document") {
+    if cfb.exists("PowerPoint Document") {
         return Err(unsupported("a PowerPoint presentation"));
     }
-    if cfb.exists("/__substg1.0_0037001F") || cfb.exists("/__properties_version1.0") {
+    if cfb.exists("__substg1.0_0037001F") || cfb.exists("__properties_version1.0") {
         return Err(unsupported("an Outlook message"));
     }
     Err(unsupported("an Office file that holds no workbook"))

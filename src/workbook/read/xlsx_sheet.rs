@@ -1,6 +1,7 @@
-//! One xlsx worksheet part streamed into a sparse `Sheet`: the declared `<dimension>` is checked
-//! before any cell is read, every cell is counted against the budget as it streams, and values
-//! are kept as the file stored them (`#SPILL!` verbatim, a formula with no `<v>` as
+//! One xlsx worksheet part streamed into a sparse `Sheet`: the declared `<dimension>` is ignored
+//! (a sheet whose columns were formatted whole declares A1:XFD1048576), every real cell and its
+//! text are counted against the budget as they stream, and values are kept as the file stored
+//! them (`#SPILL!` verbatim, a formula with no `<v>` as
 //! `FormulaNoValue`, dates as serial numbers unless the cell says `t="d"`).
 
 use std::io::BufReader;
@@ -9,9 +10,9 @@ use quick_xml::events::{BytesStart, Event};
 
 use crate::workbook::grid::{Cell, CellRef, ReadError, Sheet};
 
-use super::budget::{self, Budget};
+use super::budget::Budget;
 use super::xml;
-use super::zipped::{self, Archive, Capped};
+use super::zipped::Archive;
 
 /// Where the text of the current event belongs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,9 +46,9 @@ pub fn read(
     sheet: &mut Sheet,
     budget: &mut Budget,
 ) -> Result<(), ReadError> {
-    let limit = budget.unpacked_left();
-    let file = zip.by_name(part).map_err(zipped::zip_error)?;
-    let mut reader = xml::reader(BufReader::new(xml::TokenCap::new(Capped::new(file, limit))));
+    let mut stream = zip.stream(part, budget)?;
+    let limit = stream.limit();
+    let mut reader = xml::reader(BufReader::new(xml::TokenCap::new(&mut stream)));
     let mut buf = Vec::new();
     let mut pos = Cursor { row: 0, next_col: 0, started: false };
     let mut cell: Option<Pending> = None;
@@ -55,11 +56,11 @@ pub fn read(
     let mut in_phonetic = false;
     loop {
         let event = reader.read_event_into(&mut buf).map_err(|e| xml::error(&e, part, limit))?;
+        budget.tick()?;
         match &event {
             Event::Start(e) | Event::Empty(e) => {
                 let empty = matches!(event, Event::Empty(_));
                 match xml::local(e) {
-                    "dimension" => check_dimension(e, sheet, budget)?,
                     "row" => start_row(e, &mut pos),
                     "c" => {
                         let pending = start_cell(e, &mut pos);
@@ -117,22 +118,15 @@ pub fn read(
                         }
                     };
                     xml::push_text(target, other);
+                    budget.check_pending(target.len())?;
                 }
             }
         }
         buf.clear();
     }
-    budget.charge_unpacked(reader.get_ref().get_ref().get_ref().seen());
+    drop(reader);
+    budget.charge_unpacked(stream.seen());
     Ok(())
-}
-
-fn check_dimension(e: &BytesStart<'_>, sheet: &Sheet, budget: &Budget) -> Result<(), ReadError> {
-    let Some(reference) = xml::attr(e, "ref") else { return Ok(()) };
-    let mut corners = reference.split(':').filter_map(CellRef::parse_a1);
-    let Some(first) = corners.next() else { return Ok(()) };
-    let last = corners.next().unwrap_or(first);
-    let area = budget::area(first.row.into(), first.col.into(), last.row.into(), last.col.into());
-    budget.check_declared(&sheet.name, area)
 }
 
 fn start_row(e: &BytesStart<'_>, pos: &mut Cursor) {
@@ -147,17 +141,15 @@ fn start_row(e: &BytesStart<'_>, pos: &mut Cursor) {
 }
 
 fn start_cell(e: &BytesStart<'_>, pos: &mut Cursor) -> Pending {
-    let at = xml::attr(e, "r")
-        .and_then(|r| CellRef::parse_a1(&r))
-        .unwrap_or(CellRef::new(pos.row, pos.next_col));
+    let (mut at, mut kind) = (None, String::new());
+    xml::each_attr(e, |_, name, value| match name {
+        "r" => at = CellRef::parse_a1(value),
+        "t" => kind = value.to_string(),
+        _ => {}
+    });
+    let at = at.unwrap_or(CellRef::new(pos.row, pos.next_col));
     pos.next_col = at.col.saturating_add(1);
-    Pending {
-        at,
-        kind: xml::attr(e, "t").unwrap_or_default(),
-        value: None,
-        formula: None,
-        inline: None,
-    }
+    Pending { at, kind, value: None, formula: None, inline: None }
 }
 
 fn finish_cell(
@@ -175,10 +167,16 @@ fn finish_cell(
             Cell::FormulaNoValue(formula)
         }
         (_, None, None, _) => return Ok(()),
+        // An empty index is an empty cell (some writers save `<c t="s"><v/></c>`).
+        ("s", Some(v), _, _) if v.trim().is_empty() => return Ok(()),
         ("s", Some(v), _, _) => {
             let found = v.trim().parse::<usize>().ok().and_then(|i| strings.get(i));
             match found {
-                Some(s) => Cell::Text(s.clone()),
+                Some(s) => {
+                    // Checked before the copy: a shared string used by many cells is the bomb.
+                    budget.check_pending(s.len())?;
+                    Cell::Text(s.clone())
+                }
                 None => {
                     return Err(ReadError::Corrupt(format!(
                         "cell {} of sheet '{}' refers to a missing shared string",
@@ -195,9 +193,7 @@ fn finish_cell(
         ("d", Some(v), _, _) => iso_serial(&v).map_or(Cell::Text(v), Cell::DateTime),
         (_, Some(v), _, _) => v.trim().parse::<f64>().map_or(Cell::Text(v), Cell::Number),
     };
-    budget.charge_cell(&sheet.name, sheet.cells.len())?;
-    sheet.cells.insert(c.at, value);
-    Ok(())
+    budget.put(sheet, c.at, value)
 }
 
 fn merge(e: &BytesStart<'_>, sheet: &mut Sheet, budget: &mut Budget) -> Result<(), ReadError> {

@@ -17,6 +17,16 @@ pub fn attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
     })
 }
 
+/// Calls `f` with the prefix, local name and unescaped value of every attribute, in one pass
+/// and without the duplicate check (for the elements there are millions of: cells and rows).
+pub fn each_attr(e: &BytesStart<'_>, mut f: impl FnMut(Option<&str>, &str, &str)) {
+    for a in e.attributes().with_checks(false).flatten() {
+        if let Ok(value) = a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
+            f(a.key.prefix().map(|p| p.into_inner()), a.key.local_name().into_inner(), &value);
+        }
+    }
+}
+
 /// Like [`attr`] but only for an attribute that carries a namespace prefix (`r:id`), so that
 /// `sheetId` and `id` on the same element are not confused.
 pub fn prefixed_attr(e: &BytesStart<'_>, local: &str) -> Option<String> {
@@ -95,10 +105,6 @@ impl<R: Read> TokenCap<R> {
     pub fn new(inner: R) -> Self {
         TokenCap { inner, run: 0 }
     }
-
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
 }
 
 impl<R: Read> Read for TokenCap<R> {
@@ -122,17 +128,19 @@ impl<R: Read> Read for TokenCap<R> {
     }
 }
 
-/// Maps a parse error: the cap of a [`zipped::Capped`] reader → `TooLarge`, anything else →
-/// `Corrupt` naming the part.
+/// Maps a parse error: the cap of a [`zipped::Capped`] reader or of [`TokenCap`] → `TooLarge`,
+/// anything else → `Corrupt` naming the part.
 pub fn error(e: &quick_xml::Error, part: &str, limit: u64) -> ReadError {
     if let quick_xml::Error::Io(io) = e {
         if zipped::is_over_limit(io) {
             return zipped::io_error(io, limit);
         }
         if io.get_ref().is_some_and(|inner| inner.is::<TokenTooLong>()) {
-            return ReadError::Corrupt(format!(
-                "{part} holds one piece of text or markup longer than {MAX_TOKEN} bytes"
-            ));
+            return ReadError::TooLarge {
+                what: format!("one piece of text or markup in {part}"),
+                actual: MAX_TOKEN as u64 + 1,
+                limit: MAX_TOKEN as u64,
+            };
         }
     }
     ReadError::Corrupt(format!("{part} is not well-formed XML: {e}"))

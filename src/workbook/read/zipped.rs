@@ -1,66 +1,102 @@
-//! Opening zipped workbooks (xlsx, xlsm, xlsb, ods) with the SPEC §6 guards: entry count, the
-//! sum of declared unpacked sizes, and a hard cap on every decompression read because declared
-//! sizes can lie. Owns nothing else; the format readers call `open` and `entry_reader`.
+//! Opening zipped workbooks (xlsx, xlsm, xlsb, ods) with the SPEC §6 guards: the entry count,
+//! and a hard cap on every decompression, charged to the read's budget as the bytes come out
+//! (the sizes the directory declares are never trusted, nor used to refuse a file: a part this
+//! reader never opens costs nothing). Part names are looked up the way Office looks them up:
+//! case-insensitively, with `\` taken for `/` and a leading `/` ignored, because some writers
+//! store `XL/Workbook.xml` or `xl\worksheets\sheet1.xml`.
 
+use std::collections::HashMap;
 use std::io::{self, Cursor, Read};
 
+use zip::read::ZipFile;
 use zip::result::ZipError;
 use zip::ZipArchive;
 
 use crate::workbook::grid::{Limits, ReadError};
 
+use super::budget::Budget;
+
 /// More entries than any real workbook has (a return has about a dozen; one with many pictures a
 /// few hundred). Past this the file is a hostile archive, not a spreadsheet.
 pub const MAX_ENTRIES: u64 = 10_000;
 
-pub type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
-
-/// Opens the archive and applies the guards that need only the central directory.
-pub fn open<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Archive<'a>, ReadError> {
-    // The zip crate bounds its own allocation by the central directory's byte size, so opening
-    // cannot allocate more than the file holds.
-    let zip = ZipArchive::new(Cursor::new(bytes)).map_err(zip_error)?;
-    let entries = zip.len() as u64;
-    if entries > MAX_ENTRIES {
-        return Err(ReadError::TooLarge {
-            what: "the number of parts in the zipped workbook".into(),
-            actual: entries,
-            limit: MAX_ENTRIES,
-        });
-    }
-    let mut declared: u64 = 0;
-    for i in 0..zip.len() {
-        let entry = zip.by_index_data(i).map_err(zip_error)?;
-        declared = declared.saturating_add(entry.size());
-    }
-    if declared > limits.unpacked_bytes {
-        return Err(ReadError::TooLarge {
-            what: "the unpacked size of the workbook".into(),
-            actual: declared,
-            limit: limits.unpacked_bytes,
-        });
-    }
-    Ok(zip)
+/// A zipped workbook: the archive, and its entries by normalised name.
+pub struct Archive<'a> {
+    zip: ZipArchive<Cursor<&'a [u8]>>,
+    names: HashMap<String, usize>,
 }
 
-/// True when the archive has an entry of exactly this name.
-pub fn has(zip: &Archive<'_>, name: &str) -> bool {
-    zip.index_for_name(name).is_some()
+/// A part name as Office compares them.
+pub fn normalise(name: &str) -> String {
+    name.replace('\\', "/").trim_start_matches('/').to_ascii_lowercase()
 }
 
-/// Reads one whole entry into memory, capped at `budget` unpacked bytes. Use for small parts
-/// (workbook.xml, rels); sheets are streamed through [`Capped`] instead.
-pub fn read_entry(zip: &mut Archive<'_>, name: &str, budget: u64) -> Result<Vec<u8>, ReadError> {
-    let file = zip.by_name(name).map_err(zip_error)?;
-    let mut out = Vec::new();
-    Capped::new(file, budget).read_to_end(&mut out).map_err(|e| io_error(&e, budget))?;
-    Ok(out)
+impl<'a> Archive<'a> {
+    /// Opens the archive; the zip crate bounds what it allocates by the central directory's
+    /// real byte size, so opening cannot take more memory than the file holds.
+    pub fn open(bytes: &'a [u8], _limits: &Limits) -> Result<Archive<'a>, ReadError> {
+        let zip = ZipArchive::new(Cursor::new(bytes)).map_err(zip_error)?;
+        let entries = zip.len() as u64;
+        if entries > MAX_ENTRIES {
+            return Err(ReadError::TooLarge {
+                what: "the number of parts in the zipped workbook".into(),
+                actual: entries,
+                limit: MAX_ENTRIES,
+            });
+        }
+        let mut by_index = HashMap::with_capacity(zip.len());
+        for i in 0..zip.len() {
+            if let Some(Ok(name)) = zip.name_for_index(i) {
+                by_index.entry(normalise(&name)).or_insert(i);
+            }
+        }
+        Ok(Archive { zip, names: by_index })
+    }
+
+    /// True when the archive has this part (compared as Office compares names).
+    pub fn has(&self, name: &str) -> bool {
+        self.names.contains_key(&normalise(name))
+    }
+
+    /// Every part name, normalised.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.keys().map(String::as_str)
+    }
+
+    /// A streaming reader of one part that fails once the read's unpacked budget is spent; call
+    /// [`Archive::charge`] with it when done.
+    pub fn stream(
+        &mut self,
+        name: &str,
+        budget: &Budget,
+    ) -> Result<Capped<ZipFile<'_, Cursor<&'a [u8]>>>, ReadError> {
+        let Some(&index) = self.names.get(&normalise(name)) else {
+            return Err(ReadError::Corrupt(format!("the part {name} is missing")));
+        };
+        let file = self.zip.by_index(index).map_err(zip_error)?;
+        let mut capped = Capped::new(file, budget.unpacked_left());
+        capped.limit = budget.limits().unpacked_bytes;
+        Ok(capped)
+    }
+
+    /// Reads one whole small part (workbook, relationships, content types) under the budget.
+    pub fn read_small(&mut self, name: &str, budget: &mut Budget) -> Result<Vec<u8>, ReadError> {
+        let limit = budget.unpacked_left();
+        let mut reader = self.stream(name, budget)?;
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).map_err(|e| io_error(&e, limit))?;
+        budget.charge_unpacked(out.len() as u64);
+        Ok(out)
+    }
 }
 
-/// A reader that fails (rather than silently ending) once more than `limit` bytes came through,
-/// so a part whose declared size lies is stopped at the limit and reported as too large.
+/// A reader that fails (rather than silently ending) once more than `allowed` bytes came
+/// through, so a part whose declared size lies is stopped at the limit and reported as too
+/// large; `limit` is the figure the message names (the whole read's limit, of which this part
+/// was allowed what was left).
 pub struct Capped<R> {
     inner: io::Take<R>,
+    allowed: u64,
     limit: u64,
     seen: u64,
 }
@@ -80,14 +116,16 @@ impl std::error::Error for OverLimit {}
 impl<R: Read> Capped<R> {
     pub fn new(inner: R, limit: u64) -> Self {
         // One byte past the limit is allowed through `take` so that reaching it is detectable.
-        Capped { inner: inner.take(limit.saturating_add(1)), limit, seen: 0 }
+        Capped { inner: inner.take(limit.saturating_add(1)), allowed: limit, limit, seen: 0 }
     }
-}
 
-impl<R: Read> Capped<R> {
     /// Unpacked bytes read so far, for charging a budget shared by several parts.
     pub fn seen(&self) -> u64 {
         self.seen
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 }
 
@@ -95,7 +133,7 @@ impl<R: Read> Read for Capped<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.seen = self.seen.saturating_add(n as u64);
-        if self.seen > self.limit {
+        if self.seen > self.allowed {
             return Err(io::Error::other(OverLimit));
         }
         Ok(n)
@@ -111,12 +149,12 @@ pub fn is_over_limit(e: &io::Error) -> bool {
 pub fn io_error(e: &io::Error, limit: u64) -> ReadError {
     if is_over_limit(e) {
         ReadError::TooLarge {
-            what: "the unpacked size of the workbook (more than its directory declares)".into(),
+            what: "the unpacked size of the workbook's parts".into(),
             actual: limit.saturating_add(1),
             limit,
         }
     } else {
-        ReadError::Corrupt(format!("cannot unpack a part of the workbook: {e}"))
+        ReadError::Corrupt(format!("cannot unpack a part of the workbook (a damaged zip): {e}"))
     }
 }
 
@@ -126,7 +164,7 @@ pub fn zip_error(e: ZipError) -> ReadError {
             ReadError::Encrypted
         }
         ZipError::Io(e) => io_error(&e, 0),
-        other => ReadError::Corrupt(format!("not a valid zip archive: {other}")),
+        other => ReadError::Corrupt(format!("not a valid zip archive (a damaged zip): {other}")),
     }
 }
 
@@ -150,5 +188,11 @@ mod tests {
         let mut out = Vec::new();
         Capped::new(&data[..], 4_096).read_to_end(&mut out).expect("within the cap");
         assert_eq!(out.len(), 4_096);
+    }
+
+    #[test]
+    fn part_names_compare_as_office_compares_them() {
+        assert_eq!(normalise("XL\\Worksheets\\Sheet1.xml"), "xl/worksheets/sheet1.xml");
+        assert_eq!(normalise("/xl/workbook.xml"), "xl/workbook.xml");
     }
 }

@@ -88,8 +88,15 @@ fn a_full_disk_then_an_unwritable_store_leave_mail_in_the_inbox_say_why_and_resu
     let mailbox = Maildir::open(dir.path().join("var/mail")).expect("maildir");
     let reply_dir = dir.path().join("var/replies");
     let log = dir.path().join("daemon.log");
+    // The file exists a moment before the daemon has made its tables; wait for those too.
+    let ready = |db: &Path| {
+        db.exists()
+            && StoreView::open(db).count(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+            ) == 1
+    };
     let filed = |n: i64| {
-        wait_until(Duration::from_secs(60), || db.exists() && StoreView::open(&db).messages() == n)
+        wait_until(Duration::from_secs(60), || ready(&db) && StoreView::open(&db).messages() == n)
     };
 
     let mut daemon = Daemon::spawn(&config, &log, Some(NOW));
