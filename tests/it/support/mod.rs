@@ -104,12 +104,12 @@ data_collection_team_name = "the IAPT Data Collection Team"
 content_team = "{CONTENT}"
 content_team_name = "the IAPT KPI content contacts"
 
-[limits]
-{limits}
 [auth]
 trusted_authserv_ids = ["{MX}"]
 require = "{require}"
-"#,
+
+[limits]
+{limits}"#,
         require = if s.unverified_welcome { "none" } else { "aligned" },
         maildir = dir.join("var/mail").display(),
         replies = dir.join("var/replies").display(),
